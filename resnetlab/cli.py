@@ -1,0 +1,58 @@
+"""The ``resnetlab`` command: one sub-command per capability.
+
+Each sub-command lives next to the code it drives and exposes
+``register(subparsers)``, which adds its parser and sets ``func`` (taking the parsed
+``argparse.Namespace`` and returning an exit status). Modules are imported only when
+the command line names them, so ``resnetlab models`` starts quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from resnetlab.errors import ResnetlabError
+
+# sub-command -> module that defines register(subparsers)
+COMMANDS: dict[str, str] = {
+    "models": "resnetlab.models.table",
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    from resnetlab import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="resnetlab",
+        description="Deep residual learning (He et al. 2015): models, training, evidence.",
+    )
+    parser.add_argument("--version", action="version", version=f"resnetlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, module in COMMANDS.items():
+        if only is None or name == only:
+            importlib.import_module(module).register(sub)
+        else:  # cheap placeholder so --help lists every command
+            sub.add_parser(name, help=f"see 'resnetlab {name} --help'")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ResnetlabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Errors a user can fix (bad flag, missing data, bad checkpoint).
+
+The CLI prints them as one line, ``error: <message>``, and exits with status 2;
+anything else is a bug and keeps its traceback.
+"""
+
+
+class ResnetlabError(Exception):
+    """Base class for problems caused by input, not by resnetlab itself."""
+
+
+class DataError(ResnetlabError):
+    """A dataset is missing, corrupt, or does not match what was asked for."""
+
+
+class CheckpointError(ResnetlabError):
+    """A checkpoint or weights file is missing, corrupt, unsafe or inconsistent."""

@@ -1,0 +1,1 @@
+"""Interop: our weights format, safe loading, third-party imports, ONNX/TorchScript export."""
