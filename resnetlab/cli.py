@@ -18,6 +18,7 @@ from resnetlab.errors import ResnetlabError
 # sub-command -> module that defines register(subparsers)
 COMMANDS: dict[str, str] = {
     "models": "resnetlab.models.table",
+    "bench": "resnetlab.benchmarks",
 }
 
 
