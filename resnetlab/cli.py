@@ -15,9 +15,12 @@ from collections.abc import Sequence
 
 from resnetlab.errors import ResnetlabError
 
-# sub-command -> module that defines register(subparsers)
+# sub-command -> "module" defining register(subparsers), or "module:function"
 COMMANDS: dict[str, str] = {
     "models": "resnetlab.models.table",
+    "train": "resnetlab.training.train_command",
+    "eval": "resnetlab.training.eval_command:register_eval",
+    "predict": "resnetlab.training.eval_command:register_predict",
     "bench": "resnetlab.benchmarks",
 }
 
@@ -34,7 +37,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub.required = True
     for name, module in COMMANDS.items():
         if only is None or name == only:
-            importlib.import_module(module).register(sub)
+            mod, _, func = module.partition(":")
+            getattr(importlib.import_module(mod), func or "register")(sub)
         else:  # cheap placeholder so --help lists every command
             sub.add_parser(name, help=f"see 'resnetlab {name} --help'")
     return parser

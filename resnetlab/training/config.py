@@ -1,0 +1,103 @@
+"""The training configuration: one dataclass, saved as config.json in every run folder.
+
+A run is reproduced by ``resnetlab train --config runs/NAME/config.json`` (or resumed
+with ``--resume``). Recipes (recipes.py) fill these fields; every flag overrides them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from resnetlab.errors import ResnetlabError
+
+
+@dataclass
+class TrainConfig:
+    # what
+    model: str = "resnet20"
+    data: str = "cifar10"
+    data_dir: str | None = None
+    recipe: str = "paper"
+    shortcut: str | None = None  # model override: A | B | C | none
+    zero_init_residual: bool = False
+    # optimisation (§4.2: SGD, momentum 0.9, wd 1e-4, lr 0.1, batch 128)
+    iters: int = 64_000
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    schedule: str = "step"  # step | cosine | linear | onecycle
+    milestones: list[int] = field(default_factory=lambda: [32_000, 48_000])  # iterations
+    lr_decay: float = 0.1
+    warmup: str = "none"  # none | paper (lr x0.1 until train error < 80%, §4.2) | linear
+    warmup_iters: int = 0  # linear warm-up length; for "paper", a cap (0: none)
+    label_smoothing: float = 0.0
+    accum_steps: int = 1  # micro-batches per step (DDP-equivalent BN statistics)
+    # data
+    val_size: int = 5000  # held out of train for model selection (§4.2: 45k/5k)
+    normalize: str = "pixel"  # pixel (the paper's mean image) | channel (mean/std)
+    augment: bool = True
+    # evaluation and output
+    eval_every: int = 0  # iterations; 0: about 40 points over the run
+    checkpoint_every: int = 0  # iterations; 0: same as eval_every
+    log_every: int = 0  # plain log lines every N iterations (0: progress bar on a TTY)
+    tta_flip: bool = False  # average logits with the flipped image at test
+    out: str = ""
+    # machine
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # CPU threads (0: all cores of this process)
+    compile: str = "auto"  # auto | on | off
+    channels_last: str = "auto"  # auto | on | off
+    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | off | bf16 | fp16
+    seed: int = 0
+    stop_at: int = 0  # stop (resumably) after this iteration; the schedule still spans `iters`
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ResnetlabError(f"unknown training config keys: {unknown}")
+        return cls(**d)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text())["train"])
+        except FileNotFoundError:
+            raise ResnetlabError(f"no config at {path}") from None
+        except (KeyError, json.JSONDecodeError, TypeError) as e:
+            raise ResnetlabError(f"bad config file {path}: {e}") from None
+
+    def validate(self) -> None:
+        checks = [
+            (self.iters > 0, "iters must be > 0"),
+            (self.batch_size > 0, "batch size must be > 0"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.accum_steps >= 1, "accum-steps must be >= 1"),
+            (self.batch_size % self.accum_steps == 0, "batch size must divide by accum-steps"),
+            (self.schedule in ("step", "cosine", "linear", "onecycle"), "unknown schedule"),
+            (self.warmup in ("none", "paper", "linear"), "warmup must be none, paper or linear"),
+            (self.normalize in ("pixel", "channel"), "normalize must be pixel or channel"),
+            (0.0 <= self.label_smoothing < 1.0, "label smoothing must be in [0, 1)"),
+            (self.val_size >= 0, "val-size must be >= 0"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ResnetlabError(msg)
+        for key in ("compile", "channels_last"):
+            if getattr(self, key) not in ("auto", "on", "off"):
+                raise ResnetlabError(f"{key} must be auto, on or off")
+        if self.amp not in ("auto", "off", "bf16", "fp16"):
+            raise ResnetlabError("amp must be auto, off, bf16 or fp16")

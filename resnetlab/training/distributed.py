@@ -1,0 +1,69 @@
+"""torchrun/DDP support: one process per device, data sharded by rank, rank 0 writes.
+
+Global-batch semantics: ``--batch-size`` is the global batch; each of W ranks gets
+B/W images of every global batch (the same images and augmentation a single process
+would use). Each rank normalises BN over its own B/W images — SyncBatchNorm runs on
+GPUs only — so a DDP run equals a single-process run with ``--accum-steps W`` (the
+same micro-batches and BN statistics, gradients averaged), which the tests check.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device_type: str) -> DistInfo:
+    """Join the torchrun process group if launched by torchrun, else a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    if info.enabled:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def shutdown(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def max_replica_difference(params: list[torch.Tensor], info: DistInfo) -> float:
+    """Largest difference between this rank's weights and rank 0's, over all ranks."""
+    if not info.enabled:
+        return 0.0
+    flat = torch.cat([p.detach().reshape(-1).float() for p in params])
+    ref = flat.clone()
+    dist.broadcast(ref, src=0)
+    diff = (flat - ref).abs().max().reshape(1)
+    dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+    return float(diff.item())

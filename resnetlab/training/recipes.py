@@ -1,0 +1,96 @@
+"""Named training recipes: the paper's (§4.2 CIFAR, §3.4 ImageNet) and a fast one.
+
+A recipe is a set of TrainConfig defaults. Schedules are in iterations; when the user
+asks for a different length (``--iters`` or ``--epochs``), milestones and warm-up scale
+proportionally, so ``--iters 6400`` of the paper recipe decays at 3200 and 4800.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from resnetlab.errors import ResnetlabError
+from resnetlab.training.config import TrainConfig
+
+RECIPES: dict[str, dict[str, Any]] = {
+    # §4.2: lr 0.1, /10 at 32k and 48k, stop at 64k, batch 128, wd 1e-4, momentum 0.9,
+    # 45k/5k split, per-pixel mean, pad-4 crop + flip. Warm-up for 110+ layers (see apply).
+    "paper": dict(
+        iters=64_000,
+        batch_size=128,
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=1e-4,
+        schedule="step",
+        milestones=[32_000, 48_000],
+        warmup="none",
+        val_size=5000,
+        normalize="pixel",
+    ),
+    # §3.4: batch 256, lr 0.1 /10 at plateaus (here the usual 30/60/90-epoch steps of
+    # ImageNet's 1.28M images = 150k/300k/450k iterations), 600k iterations.
+    "paper-imagenet": dict(
+        iters=600_000,
+        batch_size=256,
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=1e-4,
+        schedule="step",
+        milestones=[150_000, 300_000, 450_000],
+        warmup="none",
+        val_size=0,
+        normalize="pixel",
+    ),
+    # Best time-to-accuracy on a CPU for the unchanged architecture (BENCHMARKS.md):
+    # short linear warm-up then linear decay to zero, Nesterov, label smoothing,
+    # all 50k training images, flip at test time.
+    "fast": dict(
+        iters=5_000,
+        batch_size=128,
+        lr=0.2,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
+        schedule="onecycle",
+        milestones=[],
+        warmup="linear",
+        warmup_iters=300,
+        label_smoothing=0.1,
+        val_size=0,
+        normalize="channel",
+        tta_flip=True,
+    ),
+}
+
+
+def recipe_defaults(name: str, model: str) -> dict[str, Any]:
+    if name not in RECIPES:
+        raise ResnetlabError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
+    defaults = dict(RECIPES[name])
+    if name == "paper" and _depth(model) >= 110:
+        # §4.2: for 110 layers, lr 0.01 until training error is below 80% (about 400
+        # iterations), then back to 0.1.
+        defaults["warmup"] = "paper"
+    return defaults
+
+
+def _depth(model: str) -> int:
+    digits = "".join(c for c in model if c.isdigit())
+    return int(digits) if digits else 0
+
+
+def build_config(recipe: str, model: str, overrides: dict[str, Any]) -> TrainConfig:
+    """Recipe defaults, rescaled to the requested length, then explicit overrides."""
+    fields = recipe_defaults(recipe, model)
+    base_iters = fields["iters"]
+    iters = overrides.get("iters") or base_iters
+    if iters != base_iters and "milestones" not in overrides:
+        scale = iters / base_iters
+        fields["milestones"] = [max(1, round(m * scale)) for m in fields["milestones"]]
+        if fields.get("warmup") == "linear" and "warmup_iters" not in overrides:
+            fields["warmup_iters"] = max(1, round(fields.get("warmup_iters", 0) * scale))
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    fields.update(recipe=recipe, model=model, iters=iters)
+    cfg = TrainConfig(**fields)
+    cfg.validate()
+    return cfg

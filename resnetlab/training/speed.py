@@ -1,0 +1,119 @@
+"""Choosing the fastest settings for the device: measured where cheap, logged always.
+
+* memory format: a few timed forward+backward steps in NCHW and channels_last;
+* torch.compile: on when the run is long enough to repay its compile time;
+* mixed precision: bf16 autocast on CUDA (fp32 on CPU, where bf16 is not accelerated).
+Each is forced with its flag (``--channels-last on|off``, ``--compile on|off``, ``--amp``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from resnetlab.training.config import TrainConfig
+
+# Compiling a ResNet training step on a 2-core CPU takes about a minute; below this
+# many training images a run does not earn it back.
+COMPILE_MIN_IMAGES_CPU = 300_000
+COMPILE_MIN_ITERS_CUDA = 2_000
+PROBE_MIN_IMAGES = 50_000
+
+
+def choose(
+    cfg: TrainConfig,
+    model: nn.Module,
+    device: torch.device,
+    image_size: int,
+    in_channels: int,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    images = cfg.iters * cfg.batch_size
+    choices: dict[str, Any] = {}
+    reasons: list[str] = []
+
+    if cfg.amp == "auto":
+        choices["amp"] = "bf16" if device.type == "cuda" else "off"
+    else:
+        choices["amp"] = cfg.amp
+
+    if cfg.channels_last != "auto":
+        choices["channels_last"] = cfg.channels_last == "on"
+        reasons.append("channels_last forced")
+    elif device.type == "cuda":
+        choices["channels_last"] = True
+        reasons.append("channels_last: CUDA convolutions prefer NHWC")
+    elif images < PROBE_MIN_IMAGES:
+        choices["channels_last"] = False
+        reasons.append("channels_last off: run too short to measure")
+    else:
+        t_nchw, t_nhwc = _probe_memory_format(model, device, image_size, in_channels)
+        choices["channels_last"] = t_nhwc < t_nchw
+        reasons.append(
+            f"channels_last {'on' if t_nhwc < t_nchw else 'off'}: "
+            f"step {1e3 * t_nhwc:.0f} ms NHWC vs {1e3 * t_nchw:.0f} ms NCHW"
+        )
+
+    if cfg.compile != "auto":
+        choices["compile"] = cfg.compile == "on"
+        reasons.append("compile forced")
+    elif device.type == "cuda":
+        choices["compile"] = cfg.iters >= COMPILE_MIN_ITERS_CUDA
+        reasons.append(f"compile {'on' if choices['compile'] else 'off'}: {cfg.iters} iterations")
+    else:
+        choices["compile"] = images >= COMPILE_MIN_IMAGES_CPU
+        reasons.append(
+            f"compile {'on' if choices['compile'] else 'off'}: {images:,} training "
+            f"images vs {COMPILE_MIN_IMAGES_CPU:,} to repay compile time"
+        )
+    choices["threads"] = torch.get_num_threads()
+    log(
+        f"device {device}, {choices['threads']} threads, amp {choices['amp']}; "
+        + "; ".join(reasons)
+    )
+    return choices
+
+
+def _probe_memory_format(
+    model: nn.Module, device: torch.device, image_size: int, in_channels: int, steps: int = 3
+) -> tuple[float, float]:
+    """Median time of a fwd+bwd step at batch 32 in each memory format (weights restored)."""
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(32, in_channels, image_size, image_size, device=device)
+    y = torch.zeros(32, dtype=torch.long, device=device)
+    times = []
+    for channels_last in (False, True):
+        set_memory_format(model, channels_last)
+        xf = x.contiguous(
+            memory_format=torch.channels_last if channels_last else torch.contiguous_format
+        )
+        samples = []
+        for i in range(steps + 1):
+            t0 = time.perf_counter()
+            F.cross_entropy(model(xf), y).backward()
+            if i:
+                samples.append(time.perf_counter() - t0)
+        model.zero_grad(set_to_none=True)
+        times.append(sorted(samples)[len(samples) // 2])
+    set_memory_format(model, False)
+    model.load_state_dict(state)
+    return times[0], times[1]
+
+
+def set_memory_format(model: nn.Module, channels_last: bool) -> nn.Module:
+    """Convert a model's 4-d weights in place (NHWC when ``channels_last``)."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return model.to(memory_format=fmt)  # type: ignore[call-overload,no-any-return]
+
+
+def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager[Any]:
+    if amp == "off":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -1,0 +1,244 @@
+"""Training at tiny scale: recipes, schedule, run folder, exact resume, divergence,
+signals, and DDP equivalence (2 CPU processes vs gradient accumulation)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from resnetlab.errors import ResnetlabError
+from resnetlab.training.checkpoint import load_checkpoint
+from resnetlab.training.config import TrainConfig
+from resnetlab.training.loop import TrainingDiverged, train
+from resnetlab.training.recipes import build_config
+from resnetlab.training.schedule import learning_rate
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(data: Path, out: Path, **kw: object) -> TrainConfig:
+    base: dict[str, object] = dict(
+        data=str(data),
+        iters=8,
+        batch_size=12,
+        val_size=6,
+        eval_every=4,
+        compile="off",
+        channels_last="off",
+        threads=1,
+        out=str(out),
+    )
+    base.update(kw)
+    return build_config("paper", "resnet20", base)
+
+
+def test_paper_recipe_schedule_and_scaling() -> None:
+    cfg = build_config("paper", "resnet56", {})
+    assert (cfg.iters, cfg.batch_size, cfg.lr, cfg.momentum, cfg.weight_decay) == (
+        64_000,
+        128,
+        0.1,
+        0.9,
+        1e-4,
+    )
+    assert cfg.val_size == 5000 and cfg.warmup == "none"
+    lrs = [learning_rate(cfg, i) for i in (0, 31_999, 32_000, 47_999, 48_000, 63_999)]
+    assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    short = build_config("paper", "resnet20", {"iters": 6400})
+    assert short.milestones == [3200, 4800]
+    deep = build_config("paper", "resnet110", {})
+    assert deep.warmup == "paper"
+    assert learning_rate(deep, 10) == pytest.approx(0.01)
+    assert learning_rate(deep, 10, warmup_done_at=5) == pytest.approx(0.1)
+    imagenet = build_config("paper-imagenet", "resnet50", {})
+    assert imagenet.batch_size == 256 and imagenet.iters == 600_000
+
+
+def test_fast_recipe_warmup_then_linear_decay() -> None:
+    cfg = build_config("fast", "resnet20", {"iters": 1000, "warmup_iters": 100})
+    assert learning_rate(cfg, 0) == pytest.approx(cfg.lr / 100)
+    assert learning_rate(cfg, 99) == pytest.approx(cfg.lr)
+    assert learning_rate(cfg, 550) == pytest.approx(cfg.lr * 0.5)
+    assert learning_rate(cfg, 1000) == pytest.approx(0.0)
+
+
+def test_bad_config_values_are_refused() -> None:
+    with pytest.raises(ResnetlabError, match="batch size"):
+        build_config("paper", "resnet20", {"batch_size": 0})
+    with pytest.raises(ResnetlabError, match="recipe"):
+        build_config("nope", "resnet20", {})
+
+
+def test_run_folder_explains_itself(tiny_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = train(tiny_config(tiny_dataset, out))
+    assert result.finished and result.iteration == 8
+    for name in ["config.json", "metrics.csv", "curves.png", "results.json", "checkpoints/last.pt"]:
+        assert (out / name).exists(), name
+    assert any((out / "tensorboard").iterdir())
+    doc = json.loads((out / "config.json").read_text())
+    assert TrainConfig.from_dict(doc["train"]) == tiny_config(tiny_dataset, out)
+    assert doc["model"]["num_classes"] == 3
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("iteration,epoch,lr,train_loss,train_error,val_error,test_error")
+    assert [r.split(",")[0] for r in rows[1:]] == ["4", "8"]
+    res = json.loads((out / "results.json").read_text())
+    assert res["test"]["n"] == 24 and 0 <= res["test"]["top1_acc"] <= 1
+    ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert ckpt["iteration"] == 8 and ckpt["meta"]["classes"] == ["blue", "green", "red"]
+
+
+def test_resume_is_exact(tiny_dataset: Path, tmp_path: Path) -> None:
+    straight = train(tiny_config(tiny_dataset, tmp_path / "a", iters=10, eval_every=5))
+    first = train(tiny_config(tiny_dataset, tmp_path / "b", iters=10, eval_every=5, stop_at=5))
+    assert not first.finished and first.iteration == 5
+    resumed = train(tiny_config(tiny_dataset, tmp_path / "b", iters=10, eval_every=5), resume=True)
+    assert resumed.finished and resumed.iteration == 10 and straight.finished
+    a = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    for s in a["optimizer"]["state"]:
+        assert torch.equal(
+            a["optimizer"]["state"][s]["momentum_buffer"],
+            b["optimizer"]["state"][s]["momentum_buffer"],
+        )
+    rows_a = (tmp_path / "a" / "metrics.csv").read_text().splitlines()
+    rows_b = (tmp_path / "b" / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[:6] for r in rows_a] == [r.split(",")[:6] for r in rows_b]
+
+
+def test_divergence_stops_and_keeps_last_good_checkpoint(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "nan"
+    cfg = tiny_config(
+        tiny_dataset, out, iters=40, eval_every=2, milestones=[4], lr_decay=1e12, lr=0.05
+    )
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        train(cfg)
+    ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert ckpt["iteration"] >= 4
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_sigterm_saves_and_resumes(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import resnetlab.data as data
+
+    real = data.make_loader
+
+    class SignallingLoader:
+        def __init__(self, inner: object) -> None:
+            self.inner = inner
+
+        def __len__(self) -> int:
+            return len(self.inner)  # type: ignore[arg-type]
+
+        def epoch(self, e: int, start_batch: int = 0):  # type: ignore[no-untyped-def]
+            for i, batch in enumerate(self.inner.epoch(e, start_batch=start_batch)):  # type: ignore[attr-defined]
+                if e == 0 and start_batch + i == 2:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                yield batch
+
+    def make_loader(split, batch_size, **kw):  # type: ignore[no-untyped-def]
+        inner = real(split, batch_size, **kw)
+        return SignallingLoader(inner) if kw.get("train") else inner
+
+    monkeypatch.setattr(data, "make_loader", make_loader)
+    out = tmp_path / "sig"
+    result = train(tiny_config(tiny_dataset, out, iters=6, eval_every=6))
+    assert not result.finished and result.iteration == 3
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["iteration"] == 3
+    monkeypatch.setattr(data, "make_loader", real)
+    assert train(tiny_config(tiny_dataset, out, iters=6, eval_every=6), resume=True).finished
+
+
+def test_cli_train_and_refuses_to_overwrite(tiny_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cli"
+    cmd = [
+        sys.executable,
+        "-m",
+        "resnetlab",
+        "train",
+        "--data",
+        str(tiny_dataset),
+        "--iters",
+        "2",
+        "--batch-size",
+        "12",
+        "--val-size",
+        "0",
+        "--compile",
+        "off",
+        "--out",
+        str(out),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "test accuracy:" in done.stdout and f"run folder: {out}" in done.stdout
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+    assert again.stderr.count("\n") == 1  # one clear line, no traceback
+
+
+def test_ddp_two_processes_equal_single_process_with_accumulation(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29517",
+        "-m",
+        "resnetlab",
+        "train",
+        "--data",
+        str(tiny_dataset),
+        "--iters",
+        "4",
+        "--batch-size",
+        "12",
+        "--val-size",
+        "0",
+        "--eval-every",
+        "4",
+        "--compile",
+        "off",
+        "--channels-last",
+        "off",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        "--log-every",
+        "1",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "weights identical on all 2 ranks" in done.stdout
+    single = train(
+        tiny_config(
+            tiny_dataset, tmp_path / "single", iters=4, eval_every=4, val_size=0, accum_steps=2
+        )
+    )
+    assert single.finished
+    a = load_checkpoint(out / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "single" / "checkpoints" / "last.pt")["model"]
+    for k, v in a.items():
+        if v.is_floating_point() and "running" not in k:
+            torch.testing.assert_close(v, b[k], atol=1e-5, rtol=1e-4, msg=k)
