@@ -58,7 +58,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
         raise DataError(
             f"{path} is truncated: header says {shape}, payload has {len(raw) - header} bytes"
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape).copy()
 
 
 def locate(
