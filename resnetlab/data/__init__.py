@@ -1,5 +1,49 @@
-"""Data: datasets in (CIFAR archives, Fashion-MNIST IDX, class folders), batches out."""
+"""Data: datasets in (CIFAR archives, Fashion-MNIST IDX, class folders), batches out.
 
+bundle = open_dataset("cifar10", val_size=5000)        # §4.2's 45k/5k split
+pre = bundle.preprocessing("pixel")                    # per-pixel mean, as the paper
+loader = make_loader(bundle.train, 128, train=True, preprocessing=pre)
+for x, y in loader.epoch(0): ...
+"""
+
+from resnetlab.data.common import DataWarning, FolderSplit, InMemorySplit, default_data_dir
+from resnetlab.data.datasets import NAMED, DatasetBundle, holdout, open_dataset
+from resnetlab.data.loader import InMemoryLoader, StreamingLoader, make_loader
 from resnetlab.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from resnetlab.data.transforms import (
+    MULTISCALE_SIDES,
+    crop_flip,
+    crop_flip_params,
+    eval_view,
+    multiscale_views,
+    pca_lighting,
+    ten_crop,
+    ten_crop_view,
+    train_view,
+)
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Preprocessing"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "MULTISCALE_SIDES",
+    "NAMED",
+    "DataWarning",
+    "DatasetBundle",
+    "FolderSplit",
+    "InMemoryLoader",
+    "InMemorySplit",
+    "Preprocessing",
+    "StreamingLoader",
+    "crop_flip",
+    "crop_flip_params",
+    "default_data_dir",
+    "eval_view",
+    "holdout",
+    "make_loader",
+    "multiscale_views",
+    "open_dataset",
+    "pca_lighting",
+    "ten_crop",
+    "ten_crop_view",
+    "train_view",
+]

@@ -1,0 +1,188 @@
+"""``open_dataset``: one entry point for every source, one ``DatasetBundle`` out.
+
+Named sets (``cifar10``, ``cifar100``, ``cifar100-coarse``, ``fashion-mnist``) come from
+their official files; anything else is a class-folder root with ``train/`` and
+``val/`` and/or ``test/``. ``val_size`` holds out a stratified, seeded part of the
+training set (the paper's 45k/5k split, §4.2, is ``val_size=5000``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from resnetlab.data.common import (
+    DataWarning,
+    FolderSplit,
+    InMemorySplit,
+    default_data_dir,
+    generator,
+)
+from resnetlab.data.folder import SMALL_MAX, folder_split, load_small_split, probe_size, scan_split
+from resnetlab.data.preprocess import Preprocessing
+from resnetlab.errors import DataError
+
+NAMED = ("cifar10", "cifar100", "cifar100-coarse", "fashion-mnist")
+LARGE_SIZE, LARGE_RESIZE = 224, 256  # §3.4: 224 crops; single-crop test at shorter side 256
+STATS_SAMPLES = 2000  # streamed images averaged for the mean of a large-image set
+
+
+@dataclass
+class DatasetBundle:
+    name: str
+    classes: list[str]
+    in_channels: int
+    image_size: int
+    in_memory: bool
+    train: InMemorySplit | FolderSplit
+    val: InMemorySplit | FolderSplit | None = None
+    test: InMemorySplit | FolderSplit | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def preprocessing(self, normalize: Literal["channel", "pixel"] = "pixel") -> Preprocessing:
+        """Statistics of the training split: ``pixel`` = the paper's per-pixel mean
+        subtraction (std 1); ``channel`` = per-channel mean and std."""
+        if normalize not in ("channel", "pixel"):
+            raise DataError(f"normalize must be 'channel' or 'pixel', not {normalize!r}")
+        mode: Literal["RGB", "L"] = "L" if self.in_channels == 1 else "RGB"
+        resize = None if self.in_memory else LARGE_RESIZE
+        s1, s2, count = _moments(self.train)
+        mean_img = s1 / count  # [C,H,W] on the [0,1] scale
+        if normalize == "pixel":
+            mean = mean_img.tolist()
+            std = [1.0] * self.in_channels
+        else:
+            n_px = count * mean_img.shape[1] * mean_img.shape[2]
+            m = s1.sum((1, 2)) / n_px
+            var = s2 / n_px - m**2
+            mean, std = m.tolist(), np.sqrt(np.maximum(var, 1e-12)).tolist()
+        return Preprocessing(mode=mode, size=self.image_size, resize=resize, mean=mean, std=std)
+
+
+def _moments(split: InMemorySplit | FolderSplit) -> tuple[np.ndarray, np.ndarray, int]:
+    """(sum of images [C,H,W], sum of squares per channel [C], count), [0,1] scale."""
+    if isinstance(split, InMemorySplit):
+        s1 = torch.zeros(split.images.shape[1:], dtype=torch.float64)
+        s2 = torch.zeros(split.images.shape[1], dtype=torch.float64)
+        for chunk in split.images.split(8192):
+            x = chunk.to(torch.float64) / 255.0
+            s1 += x.sum(0)
+            s2 += (x * x).sum((0, 2, 3))
+        return s1.numpy(), s2.numpy(), len(split)
+    from resnetlab.data.loader import _collate, _FolderDataset
+
+    ds = _FolderDataset(split, False, LARGE_SIZE, LARGE_RESIZE)
+    pick = torch.randperm(len(split), generator=generator(0))[:STATS_SAMPLES].tolist()
+    x, _, _errors = _collate([ds[(i, 0, 0, 0, 0)] for i in pick])
+    if not len(x):
+        raise DataError(f"no readable images in {split.root}")
+    xf = x.to(torch.float64) / 255.0
+    return xf.sum(0).numpy(), (xf * xf).sum((0, 2, 3)).numpy(), len(x)
+
+
+def holdout(
+    split: InMemorySplit | FolderSplit, val_size: int, seed: int
+) -> tuple[InMemorySplit | FolderSplit, InMemorySplit | FolderSplit]:
+    """(train, val): ``val_size`` images taken per class in proportion to its size
+    (largest remainders), chosen at random by ``seed``; both keep the original order."""
+    labels = split.labels
+    n = len(labels)
+    if not 0 < val_size < n:
+        raise DataError(
+            f"validation size {val_size} must be between 1 and {n - 1} (training set has {n})"
+        )
+    counts = torch.bincount(labels, minlength=len(split.classes)).double()
+    quota = counts * val_size / n
+    take = quota.floor().long()
+    short = val_size - int(take.sum())
+    if short:
+        take[torch.argsort(quota - quota.floor(), descending=True, stable=True)[:short]] += 1
+    perm = torch.randperm(n, generator=generator(seed, 0x5A1))
+    by_class = perm[torch.argsort(labels[perm], stable=True)]  # random order within each class
+    starts = torch.cumsum(counts.long(), 0) - counts.long()
+    val_idx = torch.cat([by_class[int(s) : int(s) + int(k)] for s, k in zip(starts, take)])
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[val_idx] = True
+    return split.subset(torch.nonzero(~mask).flatten()), split.subset(torch.nonzero(mask).flatten())
+
+
+def open_dataset(
+    spec: str | Path,
+    data_dir: str | Path | None = None,
+    val_size: int = 0,
+    seed: int = 0,
+    strict: bool = False,
+    download: bool = True,
+) -> DatasetBundle:
+    """Open a named dataset or a class-folder root; see the module docstring."""
+    ddir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    key = str(spec).strip().lower()
+    test: InMemorySplit | FolderSplit | None
+    val: InMemorySplit | FolderSplit | None = None
+    train: InMemorySplit | FolderSplit
+    if key in ("cifar10", "cifar100", "cifar100-coarse"):
+        from resnetlab.data.cifar import load_cifar
+
+        base = "cifar10" if key == "cifar10" else "cifar100"
+        train, test, classes = load_cifar(
+            base, ddir, coarse=key.endswith("coarse"), strict=strict, download=download
+        )
+        name, channels, size, in_memory = key, 3, 32, True
+    elif key in ("fashion-mnist", "fashion_mnist", "fmnist"):
+        from resnetlab.data.fmnist import load_fashion_mnist
+
+        train, test, classes = load_fashion_mnist(ddir, download=download, strict=strict)
+        name, channels, size, in_memory = "fashion-mnist", 1, 28, True
+    else:
+        root = Path(spec).expanduser()
+        if not root.exists():
+            raise DataError(
+                f"unknown dataset '{spec}': not one of {', '.join(NAMED)} and no such folder"
+            )
+        if not (root / "train").is_dir():
+            raise DataError(
+                f"split folder not found: {root / 'train'} (expected train/ and val/ or test/)"
+            )
+        scans = {
+            s: scan_split(root / s) if s == "train" else None for s in ("train", "val", "test")
+        }
+        classes = scans["train"].classes  # type: ignore[union-attr]
+        for s in ("val", "test"):
+            if (root / s).is_dir():
+                scans[s] = scan_split(root / s, classes)
+        tr = scans["train"]
+        assert tr is not None
+        h, w = probe_size(tr.root, tr.files)
+        in_memory = max(h, w) <= SMALL_MAX
+        name, channels = root.resolve().name, 3
+        splits: dict[str, InMemorySplit | FolderSplit | None] = {}
+        if in_memory:
+            size = min(h, w)
+            for s, sc in scans.items():
+                splits[s] = (
+                    load_small_split(sc, size, ddir / "cache", strict=strict) if sc else None
+                )
+        else:
+            size = LARGE_SIZE
+            for s, sc in scans.items():
+                splits[s] = folder_split(sc, strict=strict) if sc else None
+        train, val, test = splits["train"], splits["val"], splits["test"]  # type: ignore[assignment]
+        assert train is not None
+    if val_size:
+        if val is not None:
+            warnings.warn(
+                f"{spec} has its own val/ split; ignoring val_size={val_size}",
+                DataWarning,
+                stacklevel=2,
+            )
+        else:
+            train, val = holdout(train, val_size, seed)
+    return DatasetBundle(name, list(classes), channels, size, in_memory, train, val, test)

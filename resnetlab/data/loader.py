@@ -1,0 +1,354 @@
+"""Batches for training and evaluation, deterministic and shardable.
+
+For training the sample order is a function of (seed, epoch) and the augmentation of
+(seed, epoch, batch index), so ``epoch(e, start_batch=k)`` replays batches k, k+1, ...
+exactly (resume). ``batch_size`` is global: with ``world_size`` W, rank r gets rows
+[r*B/W, (r+1)*B/W) of the very batch (and augmentation) one process would get.
+Evaluation is ordered and unaugmented; each rank gets one contiguous shard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from resnetlab.data.common import DataWarning, FolderSplit, InMemorySplit, derive_seed, generator
+from resnetlab.data.folder import _DECODE_ERRORS, to_rgb
+from resnetlab.data.preprocess import Preprocessing
+from resnetlab.data.transforms import crop_flip, crop_flip_params, eval_view, train_view
+from resnetlab.errors import DataError
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+_AUG_STREAM = 1  # sub-stream tag for augmentation seeds (the shuffle uses none)
+
+
+class _Plan:
+    """Which global indices each rank reads in each batch of an epoch."""
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        drop_last: bool,
+        rank: int,
+        world_size: int,
+        seed: int,
+    ) -> None:
+        if batch_size < 1:
+            raise DataError(f"batch size must be positive, got {batch_size}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise DataError(f"rank {rank} is not in [0, world size {world_size})")
+        if batch_size % world_size:
+            raise DataError(
+                f"global batch size {batch_size} is not divisible by world size {world_size}"
+            )
+        self.n, self.batch, self.shuffle, self.drop_last = n, batch_size, shuffle, drop_last
+        self.rank, self.world, self.seed = rank, world_size, seed
+        if shuffle:  # global batches, each sliced by rank
+            full, rest = divmod(n, batch_size)
+            self.length = full + (1 if rest >= world_size and not drop_last else 0)
+        else:  # a contiguous shard per rank, batches of B/W
+            self.lo, self.hi = rank * n // world_size, (rank + 1) * n // world_size
+            per = batch_size // world_size
+            self.length = (
+                (self.hi - self.lo) // per if drop_last else math.ceil((self.hi - self.lo) / per)
+            )
+
+    def order(self, epoch: int) -> torch.Tensor:
+        if self.shuffle:
+            return torch.randperm(self.n, generator=generator(self.seed, epoch))
+        return torch.arange(self.n)
+
+    def batches(self, epoch: int, start_batch: int) -> Iterator[tuple[int, torch.Tensor, int, int]]:
+        """(batch index, indices of the global batch, this rank's row range)."""
+        if start_batch < 0:
+            raise DataError(f"start_batch must be >= 0, got {start_batch}")
+        order = self.order(epoch)
+        for b in range(start_batch, self.length):
+            if self.shuffle:
+                idx = order[b * self.batch : (b + 1) * self.batch]
+                m = len(idx)
+                yield b, idx, self.rank * m // self.world, (self.rank + 1) * m // self.world
+            else:
+                per = self.batch // self.world
+                idx = order[self.lo + b * per : min(self.hi, self.lo + (b + 1) * per)]
+                yield b, idx, 0, len(idx)
+
+
+def _affine(
+    pre: Preprocessing, c: int, h: int, w: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, bias) with normalized = uint8 * scale + bias, i.e. (x/255 - mean) / std."""
+    if pre.channels != c:
+        raise DataError(f"preprocessing expects {pre.channels} channel(s) but the data has {c}")
+    mean, std = pre.mean_tensor(), pre.std_tensor()
+    if mean.shape[0] != c or std.shape[0] != c:
+        raise DataError(
+            f"preprocessing mean/std have {mean.shape[0]}/{std.shape[0]} channels, data has {c}"
+        )
+    if mean.shape[1:] not in ((1, 1), (h, w)):
+        raise DataError(f"per-pixel mean is {tuple(mean.shape[1:])}, images are {h}x{w}")
+    return (1.0 / (255.0 * std)).to(device), (-mean / std).to(device)
+
+
+@contextlib.contextmanager
+def _cpu_threads(device: torch.device, n: int = 1) -> Iterator[None]:
+    """Run a batch's ops on at most ``n`` intra-op threads on the CPU: each op touches
+    only ~0.4M elements, where thread hand-offs cost more than they save (6x slower
+    on a busy 2-core machine). The caller's setting is restored before each yield."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(n, before))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class InMemoryLoader:
+    """Batches from a uint8 tensor on ``device``: one gather for §4.2 pad/crop/flip,
+    one fused multiply-add for normalisation."""
+
+    def __init__(
+        self,
+        split: InMemorySplit,
+        batch_size: int,
+        *,
+        train: bool,
+        preprocessing: Preprocessing,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        augment: bool | None = None,
+        drop_last: bool | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        channels_last: bool = False,
+        pad: int = 4,
+        flip: bool = True,
+    ) -> None:
+        self.split, self.train = split, train
+        self.device = torch.device(device)
+        self.augment = train if augment is None else augment
+        self.pad, self.flip, self.seed, self.channels_last = pad, flip, seed, channels_last
+        self.plan = _Plan(
+            len(split),
+            batch_size,
+            shuffle=train,
+            drop_last=train if drop_last is None else drop_last,
+            rank=rank,
+            world_size=world_size,
+            seed=seed,
+        )
+        _, c, h, w = split.images.shape
+        self.scale, self.bias = _affine(preprocessing, c, h, w, self.device)
+        self._epoch = 0
+
+    def __len__(self) -> int:
+        return self.plan.length
+
+    def __iter__(self) -> Iterator[Batch]:
+        """Successive calls iterate epochs 0, 1, 2, ... (prefer ``epoch(e)``)."""
+        e, self._epoch = self._epoch, self._epoch + 1
+        return self.epoch(e)
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
+        images, labels = self.split.on_device(self.device)
+        for b, idx, lo, hi in self.plan.batches(epoch, start_batch):
+            with _cpu_threads(self.device):
+                out, y = self._batch(images, labels, epoch, b, idx, lo, hi)
+            yield out, y
+
+    def _batch(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        epoch: int,
+        b: int,
+        idx: torch.Tensor,
+        lo: int,
+        hi: int,
+    ) -> Batch:
+        rows = idx[lo:hi]
+        if self.train:
+            rows_dev = rows.to(self.device, non_blocking=True)
+            x = images.index_select(0, rows_dev)
+            y = labels.index_select(0, rows_dev)
+        else:  # eval order is contiguous: slices, no gather
+            first, last = int(rows[0]), int(rows[-1]) + 1
+            x, y = images[first:last], labels[first:last]
+        if self.augment:
+            # drawn for the whole global batch, then sliced: identical across world sizes
+            gen = generator(self.seed, epoch, b, _AUG_STREAM)
+            dy, dx, fl = crop_flip_params(len(idx), self.pad, self.flip, gen)
+            x = crop_flip(x, dy[lo:hi], dx[lo:hi], fl[lo:hi], self.pad)
+        out = torch.addcmul(self.bias, x.float(), self.scale) if x.shape[0] else x.float()
+        if self.channels_last:
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out, y
+
+
+# ---------------------------------------------------------------- streaming
+
+
+class _FolderDataset(torch.utils.data.Dataset[Any]):
+    """Decodes one sample for a key (index, seed, epoch, batch, position); failures come
+    back as data (label -1 and a message), never as an exception inside a worker."""
+
+    def __init__(self, split: FolderSplit, augment: bool, size: int, resize: int) -> None:
+        self.samples, self.augment, self.size, self.resize = split.samples, augment, size, resize
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: tuple[int, int, int, int, int]) -> tuple[np.ndarray, int, str]:
+        i, seed, epoch, batch, pos = key
+        path, label = self.samples[i]
+        try:
+            with Image.open(path) as im:
+                im.draft("RGB", (self.resize, self.resize)) if im.format == "JPEG" else None
+                rgb = to_rgb(im)
+                rgb.load()
+            if self.augment:
+                rng = np.random.default_rng(derive_seed(seed, epoch, batch, pos, _AUG_STREAM))
+                arr = train_view(rgb, rng, crop=self.size)
+            else:
+                arr = eval_view(rgb, self.resize, self.size)
+            return arr, label, ""
+        except _DECODE_ERRORS as e:
+            return np.zeros((3, self.size, self.size), np.uint8), -1, f"{path}: {e}"
+
+
+def _collate(
+    items: list[tuple[np.ndarray, int, str]],
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    good = [it for it in items if not it[2]]
+    errors = [it[2] for it in items if it[2]]
+    if not good:
+        return torch.zeros(0, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64), errors
+    x = torch.from_numpy(np.stack([it[0] for it in good]))
+    y = torch.tensor([it[1] for it in good], dtype=torch.int64)
+    return x, y, errors
+
+
+class StreamingLoader:
+    """Large images through DataLoader workers (§3.4 augmentation for training; shorter
+    side 256 + center 224 crop for evaluation), with the same plan as ``InMemoryLoader``:
+    the rank slicing plays the role of a DistributedSampler."""
+
+    def __init__(
+        self,
+        split: FolderSplit,
+        batch_size: int,
+        *,
+        train: bool,
+        preprocessing: Preprocessing,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        augment: bool | None = None,
+        drop_last: bool | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        channels_last: bool = False,
+        workers: int | None = None,
+        strict: bool = False,
+    ) -> None:
+        import os
+
+        self.split, self.train, self.seed, self.strict = split, train, seed, strict
+        self.device = torch.device(device)
+        self.augment = train if augment is None else augment
+        self.channels_last = channels_last
+        self.workers = min(8, os.cpu_count() or 1) if workers is None else workers
+        self.plan = _Plan(
+            len(split),
+            batch_size,
+            shuffle=train,
+            drop_last=train if drop_last is None else drop_last,
+            rank=rank,
+            world_size=world_size,
+            seed=seed,
+        )
+        size = preprocessing.size
+        self.dataset = _FolderDataset(split, self.augment, size, preprocessing.resize or size)
+        self.scale, self.bias = _affine(preprocessing, 3, size, size, self.device)
+        self._epoch = 0
+
+    def __len__(self) -> int:
+        return self.plan.length
+
+    def __iter__(self) -> Iterator[Batch]:
+        e, self._epoch = self._epoch, self._epoch + 1
+        return self.epoch(e)
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
+        keys = [
+            [(int(idx[j]), self.seed, epoch, b, j) for j in range(lo, hi)]
+            for b, idx, lo, hi in self.plan.batches(epoch, start_batch)
+        ]
+        loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_sampler=keys,
+            num_workers=self.workers,
+            collate_fn=_collate,
+            pin_memory=self.device.type == "cuda",
+        )
+        for x, y, errors in loader:
+            if errors:
+                msg = f"skipped {len(errors)} unreadable image(s) (first: {errors[0]})"
+                if self.strict:
+                    raise DataError(msg.replace("skipped", "found", 1))
+                warnings.warn(msg, DataWarning, stacklevel=2)
+            x = x.to(self.device, non_blocking=True)
+            out = torch.addcmul(self.bias, x.float(), self.scale) if x.shape[0] else x.float()
+            if self.channels_last:
+                out = out.contiguous(memory_format=torch.channels_last)
+            yield out, y.to(self.device, non_blocking=True)
+
+
+def make_loader(
+    split: InMemorySplit | FolderSplit,
+    batch_size: int,
+    *,
+    train: bool,
+    preprocessing: Preprocessing,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    augment: bool | None = None,
+    drop_last: bool | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    channels_last: bool = False,
+    workers: int | None = None,
+    pad: int = 4,
+    flip: bool = True,
+    strict: bool = False,
+) -> InMemoryLoader | StreamingLoader:
+    """The loader for ``split``: tensor ops on the device for in-memory splits, DataLoader
+    workers for streamed ones. ``pad``/``flip`` apply to in-memory augmentation."""
+    common: dict[str, Any] = dict(
+        train=train,
+        preprocessing=preprocessing,
+        device=device,
+        seed=seed,
+        augment=augment,
+        drop_last=drop_last,
+        rank=rank,
+        world_size=world_size,
+        channels_last=channels_last,
+    )
+    if isinstance(split, InMemorySplit):
+        return InMemoryLoader(split, batch_size, pad=pad, flip=flip, **common)
+    if isinstance(split, FolderSplit):
+        return StreamingLoader(split, batch_size, workers=workers, strict=strict, **common)
+    raise DataError(f"cannot make a loader for {type(split).__name__}")
