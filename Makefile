@@ -15,7 +15,8 @@ fmnist:
 	    echo "could not install dataset-fashion-mnist; resnetlab will try to download it"; }
 
 demo: setup fmnist
-	$(PY) -m resnetlab train --model resnet20 --data fashion-mnist --recipe fast --out runs/demo-resnet20-fmnist
+	$(PY) -m resnetlab train --model resnet20 --data fashion-mnist --recipe fast --epochs 5 \
+	  --out runs/demo-resnet20-fmnist-$$(date +%Y%m%d-%H%M%S)
 
 lint:
 	$(PY) -m ruff check .

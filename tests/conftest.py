@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def shared_dir() -> Path | None:
-    """../shared (or $RESNETLAB_SHARED), or None when this checkout has none beside it."""
-    candidates = [os.environ.get("RESNETLAB_SHARED"), REPO.parent / "shared", "/work/shared"]
-    for c in candidates:
-        if c and (Path(c) / "README.md").exists():
-            return Path(c)
-    return None
 
 
 def write_tiny_folder_dataset(
