@@ -233,7 +233,7 @@ def train(cfg: TrainConfig, resume: bool = False, bundle: Any = None) -> TrainRe
 
     end = cfg.iters
     stop_at = min(cfg.stop_at, end) if cfg.stop_at > 0 else end
-    eval_every = cfg.eval_every or max(1, end // 40)
+    eval_every = cfg.eval_every or max(1, end // max(1, cfg.eval_points))
     ckpt_every = cfg.checkpoint_every or eval_every
     sync_every = 1 if device.type == "cpu" else 20
     window = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, errors, images
