@@ -19,6 +19,8 @@ from resnetlab.errors import ResnetlabError
 COMMANDS: dict[str, str] = {
     "models": "resnetlab.models.table",
     "bench": "resnetlab.benchmarks",
+    "import": "resnetlab.interop.import_cli",
+    "export": "resnetlab.interop.export",
 }
 
 
