@@ -15,6 +15,11 @@ running statistics at (0, 1) and make activations grow with depth, so they are
 calibrated on a random batch first, and each residual branch's last BN scale is set to
 0.3 as in trained ResNets; the timing of dense fp32 convolutions does not depend on the
 values, but the equality check then means what it does for real weights.
+
+On a machine shared with other processes, libgomp's default active spin-wait makes
+multi-threaded PyTorch collapse (measured: resnet20 batch 2, 2 threads, 735 ms vs 5 ms
+with ``OMP_WAIT_POLICY=PASSIVE``), which would flatter every non-PyTorch path; the
+policy is recorded in the report and a note is printed when it is unset.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -67,8 +73,24 @@ def _timed(
     return times
 
 
+def export_folded_onnx(model: nn.Module, image_size: int, workdir: Path) -> tuple[Path, float]:
+    """The folded model as ONNX with a dynamic batch (one export serves every batch size)."""
+    from resnetlab.interop.export import export_onnx
+    from resnetlab.models.fuse import fuse_bn
+
+    t0 = time.perf_counter()
+    path = export_onnx(
+        fuse_bn(model), workdir / "folded.onnx", image_size=image_size, dynamic_batch=True
+    )
+    return path, time.perf_counter() - t0
+
+
 def build_paths(
-    model: nn.Module, x: torch.Tensor, names: list[str], threads: int, workdir: Path
+    model: nn.Module,
+    x: torch.Tensor,
+    names: list[str],
+    threads: int,
+    onnx_file: tuple[Path, float] | None,
 ) -> dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], float]]:
     """name -> (callable taking an NCHW float batch, setup seconds)."""
     from resnetlab.models.fuse import fuse_bn
@@ -96,17 +118,12 @@ def build_paths(
             return compiled(inp.contiguous(memory_format=torch.channels_last))
 
         paths["folded_cl_compile"] = (folded_cl_compile, fold_s + time.perf_counter() - t0)
-    if "onnxruntime" in names:
-        from resnetlab.interop.export import export_onnx
+    if "onnxruntime" in names and onnx_file is not None:
         from resnetlab.interop.loading import OnnxModel
 
         t0 = time.perf_counter()
-        onnx_path = workdir / f"model_b{x.shape[0]}.onnx"
-        export_onnx(fuse_bn(model), onnx_path, image_size=x.shape[-1], batch_size=x.shape[0])
-        paths["onnxruntime"] = (
-            OnnxModel(onnx_path, threads=threads),
-            fold_s + time.perf_counter() - t0,
-        )
+        session = OnnxModel(onnx_file[0], threads=threads)
+        paths["onnxruntime"] = (session, onnx_file[1] + time.perf_counter() - t0)
     return paths
 
 
@@ -118,27 +135,27 @@ def bench_batch(
     seconds: float,
     names: list[str],
     threads: int,
+    onnx_file: tuple[Path, float] | None = None,
     rounds: int = 3,
 ) -> dict[str, Any]:
     """Check and time every path at one batch size; returns the JSON-ready record."""
     x = torch.randn(batch_size, int(model.config.in_channels), image_size, image_size)  # type: ignore[union-attr,arg-type]
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = build_paths(model, x, names, threads, Path(tmp))
-        expected = model(x)
-        records: dict[str, dict[str, Any]] = {}
-        for name, (fn, setup_s) in paths.items():
-            diff = float((fn(x) - expected).abs().max())
-            records[name] = {
-                "name": name,
-                "max_abs_diff": diff,
-                "equal": diff <= TOLERANCE,
-                "setup_s": round(setup_s, 2),
-                "_times": [],
-            }
-        for _ in range(rounds):  # interleaved rounds: background load hits every path alike
-            for name, (fn, _setup) in paths.items():
-                fn(x)  # warm-up, excluded
-                records[name]["_times"] += _timed(fn, x, seconds / rounds)
+    paths = build_paths(model, x, names, threads, onnx_file)
+    expected = model(x)
+    records: dict[str, dict[str, Any]] = {}
+    for name, (fn, setup_s) in paths.items():
+        diff = float((fn(x) - expected).abs().max())
+        records[name] = {
+            "name": name,
+            "max_abs_diff": diff,
+            "equal": diff <= TOLERANCE,
+            "setup_s": round(setup_s, 2),
+            "_times": [],
+        }
+    for _ in range(rounds):  # interleaved rounds: background load hits every path alike
+        for name, (fn, _setup) in paths.items():
+            fn(x)  # warm-up, excluded
+            records[name]["_times"] += _timed(fn, x, seconds / rounds)
     for rec in records.values():
         times = rec.pop("_times")
         rec["iterations"] = len(times)
@@ -172,18 +189,20 @@ def run_bench(
 
     from resnetlab.models import model_config
 
-    threads = (
-        threads or len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else (threads or os.cpu_count() or 1)
-    )
+    if not threads:
+        usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        threads = len(usable) if usable else (os.cpu_count() or 1)
     torch.set_num_threads(threads)
     size = image_size or model_config(model_name).native_size
     names = list(paths or ALL_PATHS)
     if "eager_nchw" not in names:
         names.insert(0, "eager_nchw")
     model = calibrated_model(model_name, size)
-    results = [bench_batch(model, b, size, seconds, names, threads) for b in batch_sizes]
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_file = export_folded_onnx(model, size, Path(tmp)) if "onnxruntime" in names else None
+        results = [
+            bench_batch(model, b, size, seconds, names, threads, onnx_file) for b in batch_sizes
+        ]
     return {
         "bench": "infer",
         "model": model_name,
@@ -193,6 +212,7 @@ def run_bench(
         "threads": threads,
         "seconds_per_path": seconds,
         "tolerance": TOLERANCE,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
         "results": results,
@@ -220,6 +240,13 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if (args.threads or 2) > 1 and "OMP_WAIT_POLICY" not in os.environ:
+        print(
+            "note: OMP_WAIT_POLICY is unset; on a machine shared with other processes, OpenMP's "
+            "spin-waiting can slow multi-threaded PyTorch by orders of magnitude "
+            "(run with OMP_WAIT_POLICY=PASSIVE for a fair comparison)",
+            file=sys.stderr,
+        )
     paths = [p for p in ALL_PATHS if p not in (args.skip or [])]
     report = run_bench(
         args.model, args.batch_size, args.image_size, args.seconds, paths, args.threads

@@ -29,7 +29,7 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
         groups=conv.groups,
         bias=True,
         padding_mode=conv.padding_mode,
-    ).to(conv.weight.device)
+    ).to(device=conv.weight.device, dtype=conv.weight.dtype)
     # compute in float64 so folding adds no rounding beyond the final cast
     w = conv.weight.double()
     mean, var = bn.running_mean.double(), bn.running_var.double()
