@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "eval": "resnetlab.training.eval_command:register_eval",
     "predict": "resnetlab.training.eval_command:register_predict",
     "bench": "resnetlab.benchmarks",
+    "import": "resnetlab.interop.import_cli",
+    "export": "resnetlab.interop.export",
 }
 
 
