@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,8 @@ def test_clear_errors_for_wrong_files(tmp_path: Path) -> None:
 
 def test_torchscript_archives_are_not_loaded_as_checkpoints(tmp_path: Path) -> None:
     path = tmp_path / "scripted.pt"
-    torch.jit.save(torch.jit.trace(torch.nn.Linear(2, 2), torch.randn(1, 2)), str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated upstream
+        torch.jit.save(torch.jit.trace(torch.nn.Linear(2, 2), torch.randn(1, 2)), str(path))
     with pytest.raises(CheckpointError, match="TorchScript"):
         load_model_file(path)

@@ -78,10 +78,16 @@ def save_weights(
     )
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
-    tmp.replace(path)  # never leave a half-written file under the final name
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
+        tmp.replace(path)  # never leave a half-written file under the final name
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(
+            f"cannot write {path}: {e.strerror or e} (choose another --out)"
+        ) from None
     return path
 
 
