@@ -16,24 +16,13 @@ from typing import Any
 
 import torch
 
+from resnetlab.data.cifar import CIFAR10_CLASSES
 from resnetlab.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from resnetlab.errors import CheckpointError
 from resnetlab.interop.safe_load import safe_torch_load
 from resnetlab.interop.weights import model_from_state, save_weights
 from resnetlab.models import ResNet, model_config
 
-CIFAR10_CLASSES = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-]
 AKAMASTER_DEPTHS = (20, 32, 44, 56, 110, 1202)
 SOURCE = "akamaster/pytorch_resnet_cifar10"
 
