@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from resnetlab.training.config import TrainConfig
+from resnetlab.training.recipes import build_config
+
 
 def write_tiny_folder_dataset(
     root: Path, n_train: int = 24, n_test: int = 8, size: int = 8
@@ -29,3 +32,19 @@ def write_tiny_folder_dataset(
 def tiny_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("RESNETLAB_DATA", str(tmp_path / "cache"))
     return write_tiny_folder_dataset(tmp_path / "tiny")
+
+
+def tiny_config(data: Path, out: Path, **kw: object) -> TrainConfig:
+    base: dict[str, object] = dict(
+        data=str(data),
+        iters=8,
+        batch_size=12,
+        val_size=6,
+        eval_every=4,
+        compile="off",
+        channels_last="off",
+        threads=1,
+        out=str(out),
+    )
+    base.update(kw)
+    return build_config("paper", "resnet20", base)

@@ -9,30 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import tiny_config
 
 from resnetlab.training.loop import train
-from resnetlab.training.recipes import build_config
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture()
 def trained_run(tiny_dataset: Path, tmp_path: Path) -> Path:
-    cfg = build_config(
-        "paper",
-        "resnet20",
-        dict(
-            data=str(tiny_dataset),
-            iters=6,
-            batch_size=12,
-            val_size=0,
-            eval_every=6,
-            compile="off",
-            channels_last="off",
-            threads=1,
-            out=str(tmp_path / "run"),
-        ),
-    )
+    cfg = tiny_config(tiny_dataset, tmp_path / "run", iters=6, val_size=0, eval_every=6)
     assert train(cfg).finished
     return tmp_path / "run"
 

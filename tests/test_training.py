@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_config
 
 from resnetlab.errors import ResnetlabError
 from resnetlab.training.checkpoint import load_checkpoint
@@ -21,22 +22,6 @@ from resnetlab.training.recipes import build_config
 from resnetlab.training.schedule import learning_rate
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_config(data: Path, out: Path, **kw: object) -> TrainConfig:
-    base: dict[str, object] = dict(
-        data=str(data),
-        iters=8,
-        batch_size=12,
-        val_size=6,
-        eval_every=4,
-        compile="off",
-        channels_last="off",
-        threads=1,
-        out=str(out),
-    )
-    base.update(kw)
-    return build_config("paper", "resnet20", base)
 
 
 def test_paper_recipe_schedule_and_scaling() -> None:

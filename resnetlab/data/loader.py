@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -116,7 +117,44 @@ def _cpu_threads(device: torch.device, n: int = 1) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-class InMemoryLoader:
+class _PlannedLoader:
+    """What both loaders share: the batch plan, its length, and epoch-by-epoch iteration."""
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        *,
+        train: bool,
+        drop_last: bool | None,
+        rank: int,
+        world_size: int,
+        seed: int,
+    ) -> None:
+        self.plan = _Plan(
+            n,
+            batch_size,
+            shuffle=train,
+            drop_last=train if drop_last is None else drop_last,
+            rank=rank,
+            world_size=world_size,
+            seed=seed,
+        )
+        self._epoch = 0
+
+    def __len__(self) -> int:
+        return self.plan.length
+
+    def __iter__(self) -> Iterator[Batch]:
+        """Successive calls iterate epochs 0, 1, 2, ... (prefer ``epoch(e)``)."""
+        e, self._epoch = self._epoch, self._epoch + 1
+        return self.epoch(e)
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
+        raise NotImplementedError
+
+
+class InMemoryLoader(_PlannedLoader):
     """Batches from a uint8 tensor on ``device``: one gather for §4.2 pad/crop/flip,
     one fused multiply-add for normalisation."""
 
@@ -141,26 +179,17 @@ class InMemoryLoader:
         self.device = torch.device(device)
         self.augment = train if augment is None else augment
         self.pad, self.flip, self.seed, self.channels_last = pad, flip, seed, channels_last
-        self.plan = _Plan(
+        super().__init__(
             len(split),
             batch_size,
-            shuffle=train,
-            drop_last=train if drop_last is None else drop_last,
+            train=train,
+            drop_last=drop_last,
             rank=rank,
             world_size=world_size,
             seed=seed,
         )
         _, c, h, w = split.images.shape
         self.scale, self.bias = _affine(preprocessing, c, h, w, self.device)
-        self._epoch = 0
-
-    def __len__(self) -> int:
-        return self.plan.length
-
-    def __iter__(self) -> Iterator[Batch]:
-        """Successive calls iterate epochs 0, 1, 2, ... (prefer ``epoch(e)``)."""
-        e, self._epoch = self._epoch, self._epoch + 1
-        return self.epoch(e)
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
         images, labels = self.split.on_device(self.device)
@@ -241,7 +270,7 @@ def _collate(
     return x, y, errors
 
 
-class StreamingLoader:
+class StreamingLoader(_PlannedLoader):
     """Large images through DataLoader workers (§3.4 augmentation for training; shorter
     side 256 + center 224 crop for evaluation), with the same plan as ``InMemoryLoader``:
     the rank slicing plays the role of a DistributedSampler."""
@@ -263,18 +292,16 @@ class StreamingLoader:
         workers: int | None = None,
         strict: bool = False,
     ) -> None:
-        import os
-
         self.split, self.train, self.seed, self.strict = split, train, seed, strict
         self.device = torch.device(device)
         self.augment = train if augment is None else augment
         self.channels_last = channels_last
         self.workers = min(8, os.cpu_count() or 1) if workers is None else workers
-        self.plan = _Plan(
+        super().__init__(
             len(split),
             batch_size,
-            shuffle=train,
-            drop_last=train if drop_last is None else drop_last,
+            train=train,
+            drop_last=drop_last,
             rank=rank,
             world_size=world_size,
             seed=seed,
@@ -282,14 +309,6 @@ class StreamingLoader:
         size = preprocessing.size
         self.dataset = _FolderDataset(split, self.augment, size, preprocessing.resize or size)
         self.scale, self.bias = _affine(preprocessing, 3, size, size, self.device)
-        self._epoch = 0
-
-    def __len__(self) -> int:
-        return self.plan.length
-
-    def __iter__(self) -> Iterator[Batch]:
-        e, self._epoch = self._epoch, self._epoch + 1
-        return self.epoch(e)
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
         keys = [

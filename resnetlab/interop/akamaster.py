@@ -9,7 +9,6 @@ BOTH sides (``F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, planes // 4, planes // 4))``
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from resnetlab.data.cifar import CIFAR10_CLASSES
 from resnetlab.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from resnetlab.errors import CheckpointError
 from resnetlab.interop.safe_load import safe_torch_load
-from resnetlab.interop.weights import model_from_state, save_weights
+from resnetlab.interop.weights import model_from_state, save_imported
 from resnetlab.models import ResNet, model_config
 
 AKAMASTER_DEPTHS = (20, 32, 44, 56, 110, 1202)
@@ -110,13 +109,12 @@ def import_akamaster(
     metrics = None
     if isinstance(obj, dict) and isinstance(obj.get("best_prec1"), (int, float, torch.Tensor)):
         metrics = {"reported_top1_cifar10_test": float(obj["best_prec1"]), "reported_by": SOURCE}
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    out_path = Path(out) if out else path.with_suffix(".safetensors")
-    return save_weights(
-        out_path,
+    return save_imported(
+        path,
+        out,
         model,
+        origin=SOURCE,
         classes=classes,
         preprocessing=akamaster_preprocessing(),
         metrics=metrics,
-        source=f"{SOURCE} {path.name} sha256:{digest}",
     )

@@ -8,7 +8,6 @@ classes default to ``class_0..class_{N-1}`` unless a names file is given.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import torch
 from resnetlab.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from resnetlab.errors import CheckpointError
 from resnetlab.interop.safe_load import safe_torch_load
-from resnetlab.interop.weights import model_from_state, save_weights
+from resnetlab.interop.weights import model_from_state, save_imported
 from resnetlab.models import ResNet, model_config
 
 IMAGENET_PRESETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -113,12 +112,11 @@ def import_torchvision(
     classes = (
         read_classes_file(classes_file, n) if classes_file else [f"class_{i}" for i in range(n)]
     )
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    out_path = Path(out) if out else path.with_suffix(".safetensors")
-    return save_weights(
-        out_path,
+    return save_imported(
+        path,
+        out,
         model,
+        origin="torchvision-format",
         classes=classes,
         preprocessing=imagenet_preprocessing(),
-        source=f"torchvision-format {path.name} sha256:{digest}",
     )

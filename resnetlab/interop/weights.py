@@ -7,6 +7,7 @@ and use the model: full config, class names, preprocessing, recipe, metrics, ver
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,29 @@ def save_weights(
             f"cannot write {path}: {e.strerror or e} (choose another --out)"
         ) from None
     return path
+
+
+def save_imported(
+    source_file: Path,
+    out: str | Path | None,
+    model: ResNet,
+    *,
+    origin: str,
+    classes: list[str],
+    preprocessing: Preprocessing,
+    metrics: dict[str, Any] | None = None,
+) -> Path:
+    """Save a converted third-party checkpoint, recording where it came from and its
+    sha256; by default next to the input, with the .safetensors suffix."""
+    digest = hashlib.sha256(source_file.read_bytes()).hexdigest()
+    return save_weights(
+        Path(out) if out else source_file.with_suffix(".safetensors"),
+        model,
+        classes=classes,
+        preprocessing=preprocessing,
+        metrics=metrics,
+        source=f"{origin} {source_file.name} sha256:{digest}",
+    )
 
 
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -11,7 +11,6 @@ unpickling arbitrary objects:
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -44,18 +43,9 @@ def save_atomic(obj: Any, path: Path) -> None:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a training checkpoint without executing code from it."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"refusing to load {path}: not a plain-data checkpoint ({first})"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from None
+    from resnetlab.interop.safe_load import safe_torch_load
+
+    ckpt = safe_torch_load(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a resnetlab training checkpoint")
     return ckpt

@@ -16,6 +16,7 @@ import platform
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,99 +236,99 @@ def train(cfg: TrainConfig, resume: bool = False, bundle: Any = None) -> TrainRe
     stop_at = min(cfg.stop_at, end) if cfg.stop_at > 0 else end
     eval_every = cfg.eval_every or max(1, end // max(1, cfg.eval_points))
     ckpt_every = cfg.checkpoint_every or eval_every
-    sync_every = 1 if device.type == "cpu" else 20
+    sync_every = 1 if device.type == "cpu" else 20  # a host sync costs little on the CPU
     window = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, errors, images
-    interval = torch.zeros(3, dtype=torch.float64, device=device)
+    interval = [0.0, 0.0, 0.0]  # the same since the last metrics row, on the host
     recent_err = 1.0
-    images_since, t_since = 0, time.perf_counter()
-    images_at_rate, ips = 0, 0.0
-    last_row_time = time.perf_counter()
-    images_at_row = 0
+    images_seen = images_at_rate = images_at_row = 0
+    ips = 0.0
+    t_rate = t_row = time.perf_counter()
+
+    def batch_stream(first: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches from iteration ``first`` on, across epochs (data order is (seed, epoch))."""
+        it = first
+        while True:
+            epoch, start = divmod(it, steps_per_epoch)
+            for batch in train_loader.epoch(epoch, start_batch=start):
+                yield batch
+                it += 1
+
+    def train_step(x: torch.Tensor, y: torch.Tensor, lr: float) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        for i, (xc, yc) in enumerate(zip(x.chunk(accum), y.chunk(accum))):
+            no_sync = dist_info.enabled and i < accum - 1
+            with _no_sync(train_model) if no_sync else contextlib.nullcontext(), autocast:
+                out = train_model(xc)
+                loss = criterion(out.float(), yc)
+            (loss / accum).backward()
+            with torch.no_grad():
+                window[0] += loss.detach() * yc.numel()
+                window[1] += (out.argmax(1) != yc).sum()
+                window[2] += yc.numel()
+        optimizer.step()
+
     model.train()
     log.start(iteration, stop_at)
-    finished = iteration >= end
     stop = _StopFlag()
     try:
         with stop:
-            while iteration < stop_at and stop.signum is None:
-                epoch, start = divmod(iteration, steps_per_epoch)
-                for x, y in train_loader.epoch(epoch, start_batch=start):
-                    lr = learning_rate(cfg, iteration, warmup_done_at)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                    optimizer.zero_grad(set_to_none=True)
-                    for i, (xc, yc) in enumerate(zip(x.chunk(accum), y.chunk(accum))):
-                        no_sync = dist_info.enabled and i < accum - 1
-                        ctx = _no_sync(train_model) if no_sync else contextlib.nullcontext()
-                        with ctx, autocast:
-                            out = train_model(xc)
-                            loss = criterion(out.float(), yc)
-                        (loss / accum).backward()
-                        with torch.no_grad():
-                            stats = torch.stack(
-                                [
-                                    loss.detach().double() * yc.numel(),
-                                    (out.argmax(1) != yc).sum().double(),
-                                    torch.tensor(yc.numel(), dtype=torch.float64, device=device),
-                                ]
-                            )
-                            window += stats
-                    optimizer.step()
-                    iteration += 1
-                    images_since += x.shape[0] * dist_info.world_size
-                    if iteration % sync_every == 0 or iteration >= stop_at:
-                        w = window.tolist()
-                        window.zero_()
-                        interval += torch.tensor(w, dtype=torch.float64, device=device)
-                        if not math.isfinite(w[0]):
-                            raise TrainingDiverged(
-                                f"loss became {w[0] / max(w[2], 1):.4g} at iteration {iteration}; "
-                                f"stopped, last good checkpoint kept in {ckpt_dir} "
-                                "(lower --lr or add warm-up)"
-                            )
-                        recent_err = 0.8 * recent_err + 0.2 * w[1] / max(w[2], 1)
-                        if warmup_done_at is None and paper_warmup_should_end(
-                            cfg, iteration, recent_err
-                        ):
-                            warmup_done_at = iteration
-                            log.info(f"paper warm-up ended at iteration {iteration}")
-                        now = time.perf_counter()
-                        if now - t_since > 2.0 or ips == 0.0:  # rate over the last ~2 s
-                            ips = (images_since - images_at_rate) / max(now - t_since, 1e-9)
-                            t_since, images_at_rate = now, images_since
-                        log.progress(iteration, w[0] / max(w[2], 1), w[1] / max(w[2], 1), lr, ips)
-                    boundary = iteration % eval_every == 0 or iteration >= stop_at
-                    if boundary or stop.signum is not None:
-                        tr = interval.tolist()
-                        interval.zero_()
-                        val = run_eval(val_loader)
-                        test = run_eval(test_loader)
-                        now = time.perf_counter()
-                        row = {
-                            "iteration": iteration,
-                            "epoch": iteration / steps_per_epoch,
-                            "lr": lr,
-                            "train_loss": tr[0] / tr[2] if tr[2] else None,
-                            "train_error": tr[1] / tr[2] if tr[2] else None,
-                            "val_error": val.error if val else None,
-                            "test_error": test.error if test else None,
-                            "images_per_s": (images_since - images_at_row)
-                            / max(now - last_row_time, 1e-9),
-                        }
-                        last_row_time, images_at_row = now, images_since
-                        if metrics is not None:
-                            metrics.write(row)
-                        log.eval_line(row)
-                        if val is not None and val.error < best_val:
-                            best_val = val.error
-                            save("best.pt", row)
-                        if iteration % ckpt_every == 0 or iteration >= stop_at or stop.signum:
-                            save("last.pt", row)
-                    if iteration >= stop_at or stop.signum is not None:
-                        break
-                else:
+            batches = batch_stream(iteration) if iteration < stop_at else iter(())
+            for x, y in batches:
+                lr = learning_rate(cfg, iteration, warmup_done_at)
+                train_step(x, y, lr)
+                iteration += 1
+                images_seen += x.shape[0] * dist_info.world_size
+                last = iteration >= stop_at or stop.signum is not None
+                row_due = last or iteration % eval_every == 0
+                if iteration % sync_every and not row_due:
                     continue
-                break
+                w = window.tolist()
+                window.zero_()
+                interval = [a + b for a, b in zip(interval, w)]
+                if not math.isfinite(w[0]):
+                    raise TrainingDiverged(
+                        f"loss became {w[0] / max(w[2], 1):.4g} at iteration {iteration}; "
+                        f"stopped, last good checkpoint kept in {ckpt_dir} "
+                        "(lower --lr or add warm-up)"
+                    )
+                recent_err = 0.8 * recent_err + 0.2 * w[1] / max(w[2], 1)
+                if warmup_done_at is None and paper_warmup_should_end(cfg, iteration, recent_err):
+                    warmup_done_at = iteration
+                    log.info(f"paper warm-up ended at iteration {iteration}")
+                now = time.perf_counter()
+                if now - t_rate > 2.0 or ips == 0.0:  # rate over the last ~2 s
+                    ips = (images_seen - images_at_rate) / max(now - t_rate, 1e-9)
+                    t_rate, images_at_rate = now, images_seen
+                log.progress(iteration, w[0] / max(w[2], 1), w[1] / max(w[2], 1), lr, ips)
+                if not row_due:
+                    continue
+                tr, interval = interval, [0.0, 0.0, 0.0]
+                val = run_eval(val_loader)
+                test = run_eval(test_loader)
+                now = time.perf_counter()
+                row = {
+                    "iteration": iteration,
+                    "epoch": iteration / steps_per_epoch,
+                    "lr": lr,
+                    "train_loss": tr[0] / tr[2] if tr[2] else None,
+                    "train_error": tr[1] / tr[2] if tr[2] else None,
+                    "val_error": val.error if val else None,
+                    "test_error": test.error if test else None,
+                    "images_per_s": (images_seen - images_at_row) / max(now - t_row, 1e-9),
+                }
+                t_row, images_at_row = now, images_seen
+                if metrics is not None:
+                    metrics.write(row)
+                log.eval_line(row)
+                if val is not None and val.error < best_val:
+                    best_val = val.error
+                    save("best.pt", row)
+                if last or iteration % ckpt_every == 0:
+                    save("last.pt", row)
+                if last:
+                    break
     finally:
         log.close()
         if metrics is not None:
@@ -431,17 +432,11 @@ def _export_weights(
         run_dir / "model.safetensors",
         speed.set_memory_format(model, False),  # type: ignore[arg-type]
         classes=meta["classes"],
-        preprocessing=_preprocessing(meta),
+        preprocessing=meta["preprocessing"],
         recipe=meta["recipe"],
         metrics=metrics,
         source=f"resnetlab train ({run_dir})",
     )
-
-
-def _preprocessing(meta: dict[str, Any]) -> Any:
-    from resnetlab.data import Preprocessing
-
-    return Preprocessing.from_dict(meta["preprocessing"])
 
 
 class _Logger:
