@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "bench": "resnetlab.benchmarks",
     "import": "resnetlab.interop.import_cli",
     "export": "resnetlab.interop.export",
+    "reproduce": "resnetlab.experiments.reproduce",
 }
 
 

@@ -11,6 +11,8 @@ from PIL import Image
 from resnetlab.training.config import TrainConfig
 from resnetlab.training.recipes import build_config
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def write_tiny_folder_dataset(
     root: Path, n_train: int = 24, n_test: int = 8, size: int = 8

@@ -253,22 +253,6 @@ def train(cfg: TrainConfig, resume: bool = False, bundle: Any = None) -> TrainRe
                 yield batch
                 it += 1
 
-    def train_step(x: torch.Tensor, y: torch.Tensor, lr: float) -> None:
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        optimizer.zero_grad(set_to_none=True)
-        for i, (xc, yc) in enumerate(zip(x.chunk(accum), y.chunk(accum))):
-            no_sync = dist_info.enabled and i < accum - 1
-            with _no_sync(train_model) if no_sync else contextlib.nullcontext(), autocast:
-                out = train_model(xc)
-                loss = criterion(out.float(), yc)
-            (loss / accum).backward()
-            with torch.no_grad():
-                window[0] += loss.detach() * yc.numel()
-                window[1] += (out.argmax(1) != yc).sum()
-                window[2] += yc.numel()
-        optimizer.step()
-
     model.train()
     log.start(iteration, stop_at)
     stop = _StopFlag()
@@ -277,7 +261,18 @@ def train(cfg: TrainConfig, resume: bool = False, bundle: Any = None) -> TrainRe
             batches = batch_stream(iteration) if iteration < stop_at else iter(())
             for x, y in batches:
                 lr = learning_rate(cfg, iteration, warmup_done_at)
-                train_step(x, y, lr)
+                train_step(
+                    train_model,
+                    optimizer,
+                    criterion,
+                    x,
+                    y,
+                    lr,
+                    accum=accum,
+                    autocast=autocast,
+                    stats=window,
+                    ddp=dist_info.enabled,
+                )
                 iteration += 1
                 images_seen += x.shape[0] * dist_info.world_size
                 last = iteration >= stop_at or stop.signum is not None
@@ -365,6 +360,41 @@ def train(cfg: TrainConfig, resume: bool = False, bundle: Any = None) -> TrainRe
     barrier(dist_info)
     shutdown(dist_info)
     return result
+
+
+def train_step(
+    train_model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lr: float,
+    *,
+    accum: int = 1,
+    autocast: contextlib.AbstractContextManager[Any] | None = None,
+    stats: torch.Tensor | None = None,
+    ddp: bool = False,
+) -> None:
+    """One SGD step on a (global or per-rank) batch, in ``accum`` micro-batches.
+
+    ``stats`` (float64 [3], on the device) accumulates loss sum, errors and images
+    without a host sync; under DDP, gradients are all-reduced only on the last micro-batch.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    for i, (xc, yc) in enumerate(zip(x.chunk(accum), y.chunk(accum))):
+        sync_ctx = _no_sync(train_model) if ddp and i < accum - 1 else contextlib.nullcontext()
+        with sync_ctx, autocast or contextlib.nullcontext():
+            out = train_model(xc)
+            loss = criterion(out.float(), yc)
+        (loss / accum).backward()
+        if stats is not None:
+            with torch.no_grad():
+                stats[0] += loss.detach() * yc.numel()
+                stats[1] += (out.argmax(1) != yc).sum()
+                stats[2] += yc.numel()
+    optimizer.step()
 
 
 def _no_sync(module: nn.Module) -> contextlib.AbstractContextManager[Any]:

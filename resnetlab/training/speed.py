@@ -1,7 +1,8 @@
 """Choosing the fastest settings for the device: measured where cheap, logged always.
 
 * memory format: a few timed forward+backward steps in NCHW and channels_last;
-* torch.compile: on when the run is long enough to repay its compile time;
+* torch.compile: on CUDA for runs long enough to repay it; off on CPU, where eager
+  channels_last measured faster (BENCHMARKS.md);
 * mixed precision: bf16 autocast on CUDA (fp32 on CPU, where bf16 is not accelerated).
 Each is forced with its flag (``--channels-last on|off``, ``--compile on|off``, ``--amp``).
 """
@@ -19,10 +20,9 @@ from torch import nn
 
 from resnetlab.training.config import TrainConfig
 
-# Compiling a ResNet training step on a 2-core CPU takes about a minute and then saves
-# ~30% per image (385 vs 271 img/s for ResNet-20): it pays after ~55k images. Below this
-# many training images a run does not earn it back.
-COMPILE_MIN_IMAGES_CPU = 100_000
+# On CPU, torch.compile does not pay for ResNets: measured on a 2-core x86 machine
+# (BENCHMARKS.md), ResNet-20 trains at ~450 img/s eager channels_last vs ~396 compiled,
+# after a ~30 s compile. `--compile on` still forces it.
 COMPILE_MIN_ITERS_CUDA = 2_000
 PROBE_MIN_IMAGES = 50_000
 
@@ -68,11 +68,8 @@ def choose(
         choices["compile"] = cfg.iters >= COMPILE_MIN_ITERS_CUDA
         reasons.append(f"compile {'on' if choices['compile'] else 'off'}: {cfg.iters} iterations")
     else:
-        choices["compile"] = images >= COMPILE_MIN_IMAGES_CPU
-        reasons.append(
-            f"compile {'on' if choices['compile'] else 'off'}: {images:,} training "
-            f"images vs {COMPILE_MIN_IMAGES_CPU:,} to repay compile time"
-        )
+        choices["compile"] = False
+        reasons.append("compile off: slower than eager channels_last on CPU (BENCHMARKS.md)")
     choices["threads"] = torch.get_num_threads()
     log(
         f"device {device}, {choices['threads']} threads, amp {choices['amp']}; "

@@ -1,0 +1,252 @@
+"""``resnetlab bench train``: end-to-end training throughput, ours against the usual loop.
+
+Both sides train the same architecture from our builder with SGD (lr 0.1, momentum
+0.9, wd 1e-4) on real data, measured in one run:
+
+* baseline — how most people write it: a torch DataLoader over image files with
+  per-sample Pillow decode and numpy pad/crop/flip/normalise, an eager NCHW model;
+* ours — the trainer's pipeline: images decoded once into memory, whole-batch
+  augmentation with tensor ops, the trainer's own ``train_step``, and the speed
+  settings the trainer would choose (channels_last measured, torch.compile).
+
+Achieved FLOP/s count 3 x 2 x multiply-adds per image (forward + backward) and are
+compared with the fp32 matmul rate this command measures on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from resnetlab.errors import DataError
+
+
+def matmul_gflops(n: int = 2048, seconds: float = 2.0) -> float:
+    """Sustained fp32 matmul rate (GFLOP/s) on this machine with the current threads."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds or reps < 3:
+        torch.mm(a, b)
+        reps += 1
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+class _FileDataset(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
+    """The common per-sample pipeline: decode with Pillow, pad/crop/flip with numpy."""
+
+    def __init__(self, files: list[tuple[Path, int]], mean: np.ndarray, std: np.ndarray) -> None:
+        self.files, self.mean, self.std = files, mean, std
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path, label = self.files[i]
+        with Image.open(path) as im:
+            x = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+        h, w = x.shape[:2]
+        x = np.pad(x, ((4, 4), (4, 4), (0, 0)))
+        dy, dx = np.random.randint(0, 9, size=2)
+        x = x[dy : dy + h, dx : dx + w]
+        if np.random.rand() < 0.5:
+            x = x[:, ::-1]
+        x = (x - self.mean) / self.std
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))), label
+
+
+def _folder_files(root: Path) -> list[tuple[Path, int]]:
+    split = root / "train"
+    if not split.is_dir():
+        raise DataError(f"bench train needs a class-folder dataset with train/: {root}")
+    classes = sorted(d.name for d in split.iterdir() if d.is_dir())
+    files = [(p, c) for c, name in enumerate(classes) for p in sorted((split / name).iterdir())]
+    if not files:
+        raise DataError(f"no images under {split}")
+    return files
+
+
+def _sgd(model: nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+
+def _timed_steps(step: Any, batches: Any, seconds: float, warmup: int) -> tuple[float, int, float]:
+    """(images/s after warm-up, timed steps, warm-up seconds)."""
+    t_start = time.perf_counter()
+    for _ in range(warmup):
+        step(*next(batches))
+    warm_s = time.perf_counter() - t_start
+    images, steps, t0 = 0, 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds or steps < 2:
+        x, y = next(batches)
+        step(x, y)
+        images += x.shape[0]
+        steps += 1
+    return images / (time.perf_counter() - t0), steps, warm_s
+
+
+def _cycle(loader: Any) -> Any:
+    while True:
+        yield from loader
+
+
+def measure(
+    model_name: str,
+    data: str,
+    *,
+    batch_size: int,
+    seconds: float,
+    workers: int,
+    compile_mode: str,
+    skip_baseline: bool = False,
+) -> dict[str, Any]:
+    from resnetlab.data import make_loader, open_dataset
+    from resnetlab.models import count_mult_adds, create_model
+    from resnetlab.training import speed
+    from resnetlab.training.config import TrainConfig
+    from resnetlab.training.loop import train_step
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bundle = open_dataset(data, val_size=0)
+    pre = bundle.preprocessing("channel")
+    size, channels = bundle.image_size, bundle.in_channels
+    kw = dict(num_classes=len(bundle.classes), in_channels=channels)
+    criterion = nn.CrossEntropyLoss()
+    report: dict[str, Any] = {
+        "model": model_name,
+        "data": bundle.name,
+        "batch_size": batch_size,
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+    }
+
+    # ours: the trainer's loader, settings and step
+    torch.manual_seed(0)
+    model = create_model(model_name, **kw)  # type: ignore[arg-type]
+    cfg = TrainConfig(model=model_name, iters=10_000, batch_size=batch_size, compile=compile_mode)
+    choices = speed.choose(cfg, model, torch.device("cpu"), size, channels, lambda _: None)
+    speed.set_memory_format(model, choices["channels_last"])
+    train_model: nn.Module = torch.compile(model) if choices["compile"] else model  # type: ignore[assignment]
+    opt = _sgd(model)
+    loader = make_loader(
+        bundle.train,
+        batch_size,
+        train=True,
+        preprocessing=pre,
+        channels_last=choices["channels_last"],
+    )
+    ours_ips, ours_steps, ours_warm = _timed_steps(
+        lambda x, y: train_step(train_model, opt, criterion, x, y, 0.1),
+        _cycle(loader),
+        seconds,
+        warmup=3,
+    )
+    report["ours"] = {
+        "images_per_s": ours_ips,
+        "steps": ours_steps,
+        "warmup_s": ours_warm,
+        "channels_last": choices["channels_last"],
+        "compile": choices["compile"],
+    }
+
+    if not skip_baseline:
+        if bundle.in_memory and not Path(data).is_dir():
+            raise DataError("the baseline reads image files: give --data a class-folder path")
+        torch.manual_seed(0)
+        base_model = create_model(model_name, **kw)  # type: ignore[arg-type]
+        base_opt = _sgd(base_model)
+        mean = np.asarray(pre.mean, dtype=np.float32).reshape(1, 1, -1)
+        std = np.asarray(pre.std, dtype=np.float32).reshape(1, 1, -1)
+        dl = torch.utils.data.DataLoader(
+            _FileDataset(_folder_files(Path(data)), mean, std),
+            batch_size=batch_size,
+            shuffle=True,
+            num_workers=workers,
+            drop_last=True,
+            persistent_workers=workers > 0,
+        )
+        base_ips, base_steps, _ = _timed_steps(
+            lambda x, y: train_step(base_model, base_opt, criterion, x, y, 0.1),
+            _cycle(dl),
+            seconds,
+            warmup=2,
+        )
+        report["baseline"] = {"images_per_s": base_ips, "steps": base_steps, "workers": workers}
+        report["speedup"] = ours_ips / base_ips
+
+    gflop_per_image = 3 * 2 * count_mult_adds(model.config, size) / 1e9
+    peak = matmul_gflops()
+    report.update(
+        gflop_per_image=gflop_per_image,
+        matmul_gflops=peak,
+        cap_images_per_s=peak / gflop_per_image,
+        ours_fraction_of_cap=ours_ips * gflop_per_image / peak,
+    )
+    return report
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    r = measure(
+        args.model,
+        args.data,
+        batch_size=args.batch_size,
+        seconds=args.seconds,
+        workers=args.workers,
+        compile_mode=args.compile,
+        skip_baseline=args.skip_baseline,
+    )
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"{r['model']} on {r['data']}, batch {r['batch_size']}, {r['threads']} threads")
+    o = r["ours"]
+    print(
+        f"  ours      {o['images_per_s']:8.1f} img/s  (channels_last {o['channels_last']}, "
+        f"compile {o['compile']}, warm-up {o['warmup_s']:.1f} s)"
+    )
+    if "baseline" in r:
+        print(
+            f"  baseline  {r['baseline']['images_per_s']:8.1f} img/s  (DataLoader, "
+            f"{r['baseline']['workers']} workers, per-sample Pillow + numpy, eager NCHW)"
+        )
+        print(f"  speedup   {r['speedup']:8.2f}x")
+    print(
+        f"  matmul rate {r['matmul_gflops']:.1f} GFLOP/s -> cap {r['cap_images_per_s']:.0f} img/s "
+        f"at {r['gflop_per_image']:.3f} GFLOP/image; ours reaches "
+        f"{100 * r['ours_fraction_of_cap']:.1f}% of it"
+    )
+    return 0
+
+
+def register(topics: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = topics.add_parser("train", help="training img/s: our trainer vs the common DataLoader loop")
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--data", required=True, help="class-folder dataset (e.g. cifar10-jpeg)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seconds", type=float, default=60.0, help="timed seconds per side")
+    p.add_argument("--workers", type=int, default=0, help="baseline DataLoader workers")
+    p.add_argument(
+        "--compile",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="as the trainer: auto = its own choice for the device",
+    )
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--skip-baseline", action="store_true")
+    p.add_argument("--json", action="store_true", help="one line of JSON")
+    p.set_defaults(func=run)
