@@ -227,3 +227,38 @@ def test_ddp_two_processes_equal_single_process_with_accumulation(
     for k, v in a.items():
         if v.is_floating_point() and "running" not in k:
             torch.testing.assert_close(v, b[k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_strict_data_flag(tiny_dataset: Path, tmp_path: Path) -> None:
+    (tiny_dataset / "train" / "red" / "broken.png").write_bytes(b"\x89PNG not an image")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    base = [
+        sys.executable,
+        "-m",
+        "resnetlab",
+        "train",
+        "--data",
+        str(tiny_dataset),
+        "--iters",
+        "1",
+        "--batch-size",
+        "12",
+        "--val-size",
+        "0",
+        "--compile",
+        "off",
+    ]
+    strict = subprocess.run(
+        [*base, "--strict-data", "--out", str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert strict.returncode == 2 and "broken.png" in strict.stderr
+    assert strict.stderr.strip().splitlines()[-1].startswith("error:")
+    lenient = subprocess.run(
+        [*base, "--out", str(tmp_path / "l")], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert lenient.returncode == 0, lenient.stderr
+    assert "skipped 1" in lenient.stderr and "test accuracy:" in lenient.stdout

@@ -54,10 +54,14 @@ def plot_responses(stds: dict[str, list[float]], path: Path) -> None:
             label=name,
             linewidth=1.3,
         )
+    values = [v for s in stds.values() for v in s if v > 0]
+    wide = bool(values) and max(values) / min(values) > 100  # one outlier would flatten the rest
     top.set_xlabel("layer index (original)")
     bottom.set_xlabel("layer index (sorted by magnitude)")
     for ax in (top, bottom):
-        ax.set_ylabel("std")
+        ax.set_ylabel("std" + (" (log scale)" if wide else ""))
+        if wide:
+            ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,7 +70,7 @@ def _train_config(args: argparse.Namespace, spec: RunSpec, out: Path) -> Any:
 
 def run_all(args: argparse.Namespace, specs: list[RunSpec], out: Path) -> list[RunOutcome]:
     """Train every spec not finished yet (resuming interrupted ones), then collect results."""
-    from resnetlab.models import count_parameters
+    from resnetlab.models import build_model, count_parameters
     from resnetlab.training.loop import train
     from resnetlab.training.metrics import read_metrics
 
@@ -95,8 +97,6 @@ def run_all(args: argparse.Namespace, specs: list[RunSpec], out: Path) -> list[R
         rows = read_metrics(run_dir / "metrics.csv")
         doc = json.loads(results.read_text())
         with torch.device("meta"):
-            from resnetlab.models import build_model
-
             params = count_parameters(
                 build_model(json.loads((run_dir / "config.json").read_text())["model"])
             )
@@ -137,7 +137,7 @@ def _header(args: argparse.Namespace, what: str) -> str:
     return (
         f"# {what}\n\n"
         f"- data: `{args.data}`\n- schedule: the paper's §4.2 recipe scaled to {scale}\n"
-        f"- command: `resnetlab reproduce {args.experiment} {' '.join(args.argv_tail)}`\n\n"
+        f"- command: `{shlex.join(['resnetlab', *sys.argv[1:]])}`\n\n"
         "Paper values are for the original CIFAR-10 at 64k iterations; a different scale or "
         "lossy JPEG data shifts the absolute errors, so compare the trends.\n\n"
     )
@@ -287,8 +287,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    import sys
-
     p = sub.add_parser(
         "reproduce", help="the paper's evidence: degradation | cifar-table | shortcuts | responses"
     )
@@ -318,6 +316,4 @@ def register(sub: Any) -> None:
     p.add_argument("--log-every", type=int, default=0)
     p.add_argument("--smoke", action="store_true", help="tiny scale: checks the plumbing (< 2 min)")
     p.add_argument("--out", help="report folder (default reports/EXPERIMENT)")
-    argv = sys.argv[1:]
-    tail = argv[argv.index("reproduce") + 2 :] if "reproduce" in argv else []
-    p.set_defaults(func=run, argv_tail=tail)
+    p.set_defaults(func=run)

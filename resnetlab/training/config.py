@@ -42,6 +42,7 @@ class TrainConfig:
     val_size: int = 5000  # held out of train for model selection (§4.2: 45k/5k)
     normalize: str = "pixel"  # pixel (the paper's mean image) | channel (mean/std)
     augment: bool = True
+    strict_data: bool = False  # fail on an unreadable image instead of skipping it
     # evaluation and output
     eval_every: int = 0  # iterations; 0: `eval_points` evaluations over the run
     eval_points: int = 40  # for curves like Fig. 6; fewer where evaluation time matters

@@ -111,7 +111,13 @@ def train(cfg: TrainConfig, resume: bool = False, bundle: Any = None) -> TrainRe
 
     if bundle is None:
         log.info(f"loading data: {cfg.data}")
-        bundle = open_dataset(cfg.data, data_dir=cfg.data_dir, val_size=cfg.val_size, seed=cfg.seed)
+        bundle = open_dataset(
+            cfg.data,
+            data_dir=cfg.data_dir,
+            val_size=cfg.val_size,
+            seed=cfg.seed,
+            strict=cfg.strict_data,
+        )
     pre = bundle.preprocessing(cfg.normalize)
     mcfg = model_config(
         cfg.model,
@@ -138,6 +144,7 @@ def train(cfg: TrainConfig, resume: bool = False, bundle: Any = None) -> TrainRe
             rank=dist_info.rank,
             world_size=dist_info.world_size,
             channels_last=choices["channels_last"],
+            strict=cfg.strict_data,
         )
 
     train_loader = loader(bundle.train, True)

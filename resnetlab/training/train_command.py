@@ -49,7 +49,11 @@ def run(args: argparse.Namespace) -> int:
 
             probe = build_config(recipe, model, given)
             bundle = open_dataset(
-                probe.data, data_dir=probe.data_dir, val_size=probe.val_size, seed=probe.seed
+                probe.data,
+                data_dir=probe.data_dir,
+                val_size=probe.val_size,
+                seed=probe.seed,
+                strict=probe.strict_data,
             )
             steps = len(bundle.train.labels) // probe.batch_size
             given["iters"] = max(1, round(args.epochs * steps))
@@ -99,6 +103,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     a("--val-size", type=int, help="images held out of train for validation (paper: 5000)")
     a("--normalize", choices=["pixel", "channel"])
     a("--augment", action=argparse.BooleanOptionalAction, default=None)
+    a(
+        "--strict-data",
+        action="store_true",
+        default=None,
+        help="stop at the first unreadable image (default: skip it with a counted warning)",
+    )
     a("--shortcut", choices=["A", "B", "C", "none"], help="override the preset's shortcut")
     a("--zero-init-residual", action="store_true", default=None)
     a("--tta-flip", action=argparse.BooleanOptionalAction, default=None)
