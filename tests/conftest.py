@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -50,3 +53,15 @@ def tiny_config(data: Path, out: Path, **kw: object) -> TrainConfig:
     )
     base.update(kw)
     return build_config("paper", "resnet20", base)
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``python -m resnetlab ARGS`` in a fresh process, as a user would run it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg"}
+    return subprocess.run(
+        [sys.executable, "-m", "resnetlab", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from conftest import REPO
+from conftest import run_cli
 
 
 def test_bench_train_json(tiny_dataset: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "resnetlab",
+    done = run_cli(
         "bench",
         "train",
         "--data",
@@ -28,8 +21,7 @@ def test_bench_train_json(tiny_dataset: Path) -> None:
         "--compile",
         "off",
         "--json",
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    )
     assert done.returncode == 0, done.stderr
     r = json.loads(done.stdout.strip().splitlines()[-1])
     assert r["ours"]["images_per_s"] > 0 and r["baseline"]["images_per_s"] > 0
@@ -41,7 +33,5 @@ def test_bench_train_json(tiny_dataset: Path) -> None:
 
 
 def test_bench_train_needs_image_files() -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "resnetlab", "bench", "train", "--data", "/nonexistent/x"]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    done = run_cli("bench", "train", "--data", "/nonexistent/x", timeout=120)
     assert done.returncode == 2 and done.stderr.startswith("error:")

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli as cli
 from conftest import tiny_config
 
 from resnetlab.training.loop import train
@@ -21,17 +19,6 @@ def trained_run(tiny_dataset: Path, tmp_path: Path) -> Path:
     cfg = tiny_config(tiny_dataset, tmp_path / "run", iters=6, val_size=0, eval_every=6)
     assert train(cfg).finished
     return tmp_path / "run"
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "resnetlab", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
 
 
 def test_eval_json_matches_training_result(trained_run: Path, tiny_dataset: Path) -> None:

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-from conftest import REPO
+from conftest import run_cli
 from PIL import Image
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg"}
-    return subprocess.run(
-        [sys.executable, "-m", "resnetlab", "reproduce", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
+    return run_cli("reproduce", *args, timeout=600)
 
 
 def test_degradation_then_responses_smoke(tiny_dataset: Path, tmp_path: Path) -> None:

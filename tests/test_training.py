@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import run_cli, tiny_config
 
 from resnetlab.errors import ResnetlabError
 from resnetlab.training.checkpoint import load_checkpoint
@@ -149,10 +149,7 @@ def test_sigterm_saves_and_resumes(
 
 def test_cli_train_and_refuses_to_overwrite(tiny_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli"
-    cmd = [
-        sys.executable,
-        "-m",
-        "resnetlab",
+    args = [
         "train",
         "--data",
         str(tiny_dataset),
@@ -167,11 +164,10 @@ def test_cli_train_and_refuses_to_overwrite(tiny_dataset: Path, tmp_path: Path) 
         "--out",
         str(out),
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    done = run_cli(*args)
     assert done.returncode == 0, done.stderr
     assert "test accuracy:" in done.stdout and f"run folder: {out}" in done.stdout
-    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    again = run_cli(*args)
     assert again.returncode == 2 and "already holds a run" in again.stderr
     assert again.stderr.count("\n") == 1  # one clear line, no traceback
 
@@ -231,11 +227,7 @@ def test_ddp_two_processes_equal_single_process_with_accumulation(
 
 def test_strict_data_flag(tiny_dataset: Path, tmp_path: Path) -> None:
     (tiny_dataset / "train" / "red" / "broken.png").write_bytes(b"\x89PNG not an image")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     base = [
-        sys.executable,
-        "-m",
-        "resnetlab",
         "train",
         "--data",
         str(tiny_dataset),
@@ -248,17 +240,9 @@ def test_strict_data_flag(tiny_dataset: Path, tmp_path: Path) -> None:
         "--compile",
         "off",
     ]
-    strict = subprocess.run(
-        [*base, "--strict-data", "--out", str(tmp_path / "s")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    strict = run_cli(*base, "--strict-data", "--out", str(tmp_path / "s"))
     assert strict.returncode == 2 and "broken.png" in strict.stderr
     assert strict.stderr.strip().splitlines()[-1].startswith("error:")
-    lenient = subprocess.run(
-        [*base, "--out", str(tmp_path / "l")], capture_output=True, text=True, env=env, timeout=300
-    )
+    lenient = run_cli(*base, "--out", str(tmp_path / "l"))
     assert lenient.returncode == 0, lenient.stderr
     assert "skipped 1" in lenient.stderr and "test accuracy:" in lenient.stdout
