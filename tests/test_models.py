@@ -240,6 +240,48 @@ def test_channels_last_matches_eager() -> None:
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
+def test_channels_last_training_keeps_block_gradients_channels_last(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Block outputs get NHWC gradients (ReLU's backward is ~10x slower on mixed formats),
+    and the conversion leaves every parameter gradient as it was without it.
+
+    (Compared within channels_last: against NCHW, ~1e-6 rounding differences flip the
+    odd ReLU mask and no tolerance is both tight and safe.)"""
+    from resnetlab.models import blocks
+
+    torch.manual_seed(0)
+    model = create_model("resnet20").to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    x = torch.randn(8, 3, 32, 32).to(memory_format=torch.channels_last)
+    y = torch.arange(8)
+    formats: dict[int, bool] = {}
+
+    def record(i: int):  # type: ignore[no-untyped-def]
+        def hook(module: nn.Module, inputs: object, out: torch.Tensor) -> None:
+            out.register_hook(
+                lambda g: formats.__setitem__(i, g.is_contiguous(memory_format=torch.channels_last))
+            )
+
+        return hook
+
+    handles = [b.register_forward_hook(record(i)) for i, b in enumerate(model.blocks())]
+    nn.functional.cross_entropy(model(x), y).backward()
+    assert len(formats) == 9 and all(formats.values()), formats
+    grads = [p.grad.clone() for p in model.parameters()]  # type: ignore[union-attr]
+
+    for h in handles:
+        h.remove()
+    monkeypatch.setattr(blocks, "keep_grad_channels_last", lambda t: t)
+    model.zero_grad(set_to_none=True)
+    formats.clear()
+    for i, b in enumerate(model.blocks()):
+        b.register_forward_hook(record(i))
+    nn.functional.cross_entropy(model(x), y).backward()
+    assert not all(formats.values())  # without it, some block gradients arrive NCHW
+    for (name, p), g in zip(model.named_parameters(), grads, strict=True):
+        torch.testing.assert_close(p.grad, g, atol=1e-6, rtol=1e-4, msg=name)
+
+
 def test_torch_compile_matches_eager() -> None:
     torch.manual_seed(0)
     cfg = ResNetConfig(block="basic", layers=(1, 1, 1), stem="cifar", shortcut="A", width=8)

@@ -54,6 +54,23 @@ def test_fast_recipe_warmup_then_linear_decay() -> None:
     assert learning_rate(cfg, 1000) == pytest.approx(0.0)
 
 
+def test_speed_choices_are_logged_and_switchable() -> None:
+    from resnetlab.models import create_model
+    from resnetlab.training import allocator, speed
+
+    model, lines = create_model("resnet20"), []
+    cpu = torch.device("cpu")
+    for flag, expected in (("off", False), ("auto", allocator.glibc_available())):
+        cfg = TrainConfig(iters=10, malloc_tuning=flag, channels_last="off", compile="off")
+        choices = speed.choose(cfg, model, cpu, 32, 3, lines.append)
+        assert choices["malloc_tuning"] is expected
+        assert choices["channels_last"] is False and choices["compile"] is False
+    assert "malloc keeps freed memory" in lines[-1] or not allocator.glibc_available()
+    assert "malloc" not in lines[0]
+    with pytest.raises(ResnetlabError, match="malloc_tuning"):
+        TrainConfig(malloc_tuning="maybe").validate()
+
+
 def test_bad_config_values_are_refused() -> None:
     with pytest.raises(ResnetlabError, match="batch size"):
         build_config("paper", "resnet20", {"batch_size": 0})

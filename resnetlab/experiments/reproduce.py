@@ -61,6 +61,8 @@ def _train_config(args: argparse.Namespace, spec: RunSpec, out: Path) -> Any:
         log_every=args.log_every,
         device=args.device,
     )
+    if args.eval_points:
+        overrides["eval_points"] = args.eval_points
     if args.smoke:
         overrides.update(
             SMOKE, compile="off", channels_last="off", iters=args.iters or SMOKE["iters"]
@@ -311,6 +313,11 @@ def register(sub: Any) -> None:
     p.add_argument("--model", default="resnet20", help="shortcuts: the model")
     p.add_argument("--checkpoints", nargs="*", default=[], help="responses: checkpoints to analyse")
     p.add_argument("--iters", type=int, help="iterations per run (the schedule scales)")
+    p.add_argument(
+        "--eval-points",
+        type=int,
+        help="evaluations (curve points) per run; default: the recipe's 40",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--log-every", type=int, default=0)

@@ -92,6 +92,28 @@ def make_shortcut(
     raise ValueError(f"unknown shortcut {kind!r}; choose from {SHORTCUTS}")
 
 
+def keep_grad_channels_last(t: torch.Tensor) -> torch.Tensor:
+    """Make the gradient reaching a channels_last block output channels_last too.
+
+    In channels_last training, autograd hands a few block outputs an NCHW gradient (from
+    the global pool's backward and from stride-2 blocks); ReLU's backward on mixed
+    formats is about 10x slower than on matching ones, which costs a 2-core CPU ~6% of
+    each ResNet-20 step. One copy of that gradient avoids it. No-op elsewhere
+    (inference, NCHW, tracing, compile).
+    """
+    if (
+        isinstance(t, torch.Tensor)
+        and t.requires_grad
+        and t.dim() == 4
+        and not torch.jit.is_tracing()
+        and not torch.compiler.is_compiling()
+        and t.is_contiguous(memory_format=torch.channels_last)
+        and not t.is_contiguous()
+    ):
+        t.register_hook(lambda g: g.contiguous(memory_format=torch.channels_last))
+    return t
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions (Fig. 5 left); used by ResNet-18/34 and all CIFAR nets."""
 
@@ -124,7 +146,7 @@ class BasicBlock(nn.Module):
         out = self.bn2(self.conv2(out))
         if self.residual:
             out = out + (x if self.downsample is None else self.downsample(x))
-        return self.relu(out)
+        return keep_grad_channels_last(self.relu(out))
 
 
 class Bottleneck(nn.Module):
@@ -170,7 +192,7 @@ class Bottleneck(nn.Module):
         out = self.bn3(self.conv3(out))
         if self.residual:
             out = out + (x if self.downsample is None else self.downsample(x))
-        return self.relu(out)
+        return keep_grad_channels_last(self.relu(out))
 
 
 BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {

@@ -55,6 +55,7 @@ class TrainConfig:
     threads: int = 0  # CPU threads (0: all cores of this process)
     compile: str = "auto"  # auto | on | off
     channels_last: str = "auto"  # auto | on | off
+    malloc_tuning: str = "auto"  # auto (on for CPU) | on | off: keep freed memory (glibc)
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | off | bf16 | fp16
     seed: int = 0
     stop_at: int = 0  # stop (resumably) after this iteration; the schedule still spans `iters`
@@ -98,7 +99,7 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise ResnetlabError(msg)
-        for key in ("compile", "channels_last"):
+        for key in ("compile", "channels_last", "malloc_tuning"):
             if getattr(self, key) not in ("auto", "on", "off"):
                 raise ResnetlabError(f"{key} must be auto, on or off")
         if self.amp not in ("auto", "off", "bf16", "fp16"):

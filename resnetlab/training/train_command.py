@@ -15,7 +15,15 @@ from resnetlab.training.recipes import RECIPES, build_config
 # flags that map 1:1 onto TrainConfig fields (dest == field name)
 _FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 # what may change when resuming a run (the rest comes from its config.json)
-_RESUME_OVERRIDES = {"iters", "stop_at", "log_every", "device", "threads", "data_dir"}
+_RESUME_OVERRIDES = {
+    "iters",
+    "stop_at",
+    "log_every",
+    "device",
+    "threads",
+    "data_dir",
+    "malloc_tuning",
+}
 
 
 def _slug(text: str) -> str:
@@ -122,6 +130,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     a("--compile", choices=["auto", "on", "off"])
     a("--channels-last", choices=["auto", "on", "off"])
     a("--amp", choices=["auto", "off", "bf16", "fp16"])
+    a(
+        "--malloc-tuning",
+        choices=["auto", "on", "off"],
+        help="keep freed memory in glibc malloc (auto: on for CPU)",
+    )
     a("--seed", type=int)
     a("--stop-at", type=int, help="stop resumably after this iteration")
     a("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
