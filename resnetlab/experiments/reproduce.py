@@ -117,6 +117,11 @@ def run_all(args: argparse.Namespace, specs: list[RunSpec], out: Path) -> list[R
     return outcomes
 
 
+def _write_report(out: Path, lines: list[str]) -> None:
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    print(f"report: {out / 'report.md'}")
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
 
@@ -165,8 +170,7 @@ def degradation(args: argparse.Namespace, out: Path) -> None:
             f"{_pct(o.test_error)} | {_paper_error(o.spec.model)} |"
         )
     lines += ["", _degradation_verdict(outcomes, args.depths)]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
-    print(f"report: {out / 'report.md'}")
+    _write_report(out, lines)
 
 
 def _degradation_verdict(outcomes: list[RunOutcome], depths: list[int]) -> str:
@@ -201,8 +205,7 @@ def cifar_table(args: argparse.Namespace, out: Path) -> None:
             f"| {o.spec.model} | {model_config(o.spec.model).depth} | {o.params:,} | "
             f"{_pct(o.test_error)} | {paper_params} | {_paper_error(o.spec.model)} |"
         )
-    (out / "report.md").write_text("\n".join(lines) + "\n")
-    print(f"report: {out / 'report.md'}")
+    _write_report(out, lines)
 
 
 def shortcuts(args: argparse.Namespace, out: Path) -> None:
@@ -226,8 +229,7 @@ def shortcuts(args: argparse.Namespace, out: Path) -> None:
             f"| {o.spec.shortcut} | {o.params:,} | {_pct(o.final_train_error)} | "
             f"{_pct(o.test_error)} |"
         )
-    (out / "report.md").write_text("\n".join(lines) + "\n")
-    print(f"report: {out / 'report.md'}")
+    _write_report(out, lines)
 
 
 def responses(args: argparse.Namespace, out: Path) -> None:
@@ -267,8 +269,7 @@ def responses(args: argparse.Namespace, out: Path) -> None:
     ]
     for name, s in stds.items():
         lines.append(f"| {name} | {len(s)} | {sum(s) / len(s):.3f} | {max(s):.3f} |")
-    (out / "report.md").write_text("\n".join(lines) + "\n")
-    print(f"report: {out / 'report.md'}")
+    _write_report(out, lines)
 
 
 EXPERIMENTS = {
