@@ -40,6 +40,10 @@ def test_degradation_then_responses_smoke(tiny_dataset: Path, tmp_path: Path) ->
         assert im.width > 1.8 * im.height  # two panels side by side
     again = cli(*args)  # finished runs are reused, not retrained
     assert again.returncode == 0 and again.stdout.count("finished earlier") == 4
+    other = cli(*args, "--recipe", "paper-short")  # never mixed into runs of another recipe
+    assert other.returncode == 2
+    assert other.stderr.startswith("error: ") and "recipe 'paper' -> 'paper-short'" in other.stderr
+    assert "give another --out" in other.stderr
 
     resp_out = tmp_path / "responses"
     done = cli("responses", "--smoke", "--data", str(tiny_dataset), "--out", str(resp_out))

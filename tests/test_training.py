@@ -54,6 +54,25 @@ def test_fast_recipe_warmup_then_linear_decay() -> None:
     assert learning_rate(cfg, 1000) == pytest.approx(0.0)
 
 
+def test_paper_short_recipe_is_the_paper_optimiser_with_warmup_and_decay() -> None:
+    cfg = build_config("paper-short", "resnet56", {"iters": 1500})
+    assert (cfg.batch_size, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.val_size) == (
+        128,
+        0.1,
+        0.9,
+        1e-4,
+        5000,
+    )
+    assert cfg.normalize == "pixel" and not cfg.nesterov and cfg.label_smoothing == 0
+    assert cfg.warmup_iters == 150  # 10% of the run, whatever its length
+    assert learning_rate(cfg, 0) == pytest.approx(0.1 / 150)
+    assert learning_rate(cfg, 149) == pytest.approx(0.1)
+    assert learning_rate(cfg, 150 + 675) == pytest.approx(0.05)
+    assert learning_rate(cfg, 1500) == pytest.approx(0.0)
+    # the deepest nets get no extra §4.2 warm-up on top of the linear one
+    assert build_config("paper-short", "resnet110", {}).warmup == "linear"
+
+
 def test_speed_choices_are_logged_and_switchable() -> None:
     from resnetlab.models import create_model
     from resnetlab.training import allocator, speed

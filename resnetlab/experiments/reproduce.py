@@ -28,6 +28,13 @@ import torch
 from resnetlab.errors import ResnetlabError
 
 PAPER_ITERS = 64_000
+RECIPE_NOTES = {
+    "paper": "the paper's §4.2 recipe (lr 0.1, /10 at 50% and 75% of the run)",
+    "paper-short": (
+        "recipe `paper-short`: the paper's §4.2 optimiser, data and split, with a linear "
+        "warm-up over the first 10% and a linear decay to zero in place of the /10 steps"
+    ),
+}
 SMOKE = dict(iters=12, batch_size=16, eval_points=3, val_size=8)
 
 
@@ -67,7 +74,7 @@ def _train_config(args: argparse.Namespace, spec: RunSpec, out: Path) -> Any:
         overrides.update(
             SMOKE, compile="off", channels_last="off", iters=args.iters or SMOKE["iters"]
         )
-    return build_config("paper", spec.model, overrides)
+    return build_config(args.recipe, spec.model, overrides)
 
 
 def run_all(args: argparse.Namespace, specs: list[RunSpec], out: Path) -> list[RunOutcome]:
@@ -81,6 +88,7 @@ def run_all(args: argparse.Namespace, specs: list[RunSpec], out: Path) -> list[R
         cfg = _train_config(args, spec, out)
         run_dir = Path(cfg.out)
         results = run_dir / "results.json"
+        _check_same_recipe(run_dir, cfg)
         if results.exists():
             print(f"[{i}/{len(specs)}] {spec.name}: finished earlier, reusing {run_dir}")
         else:
@@ -117,6 +125,33 @@ def run_all(args: argparse.Namespace, specs: list[RunSpec], out: Path) -> list[R
     return outcomes
 
 
+# What makes two runs comparable; the rest (output folder, device, speed settings,
+# logging) may differ between an interrupted run and its resumption.
+_RECIPE_FIELDS = (
+    "model", "data", "recipe", "shortcut", "iters", "batch_size", "lr", "momentum",
+    "nesterov", "weight_decay", "schedule", "milestones", "lr_decay", "warmup",
+    "warmup_iters", "label_smoothing", "val_size", "normalize", "augment", "seed",
+)  # fmt: skip
+
+
+def _check_same_recipe(run_dir: Path, cfg: Any) -> None:
+    """Refuse to reuse or resume a run trained with another recipe, length or seed."""
+    saved_path = run_dir / "config.json"
+    if not saved_path.exists():
+        return
+    saved = json.loads(saved_path.read_text()).get("train", {})
+    diffs = [
+        f"{k} {saved.get(k)!r} -> {getattr(cfg, k)!r}"
+        for k in _RECIPE_FIELDS
+        if k in saved and saved[k] != getattr(cfg, k)
+    ]
+    if diffs:
+        raise ResnetlabError(
+            f"{run_dir} holds a run with other settings ({'; '.join(diffs)}); "
+            "give another --out or remove that folder"
+        )
+
+
 def _write_report(out: Path, lines: list[str]) -> None:
     (out / "report.md").write_text("\n".join(lines) + "\n")
     print(f"report: {out / 'report.md'}")
@@ -143,7 +178,7 @@ def _header(args: argparse.Namespace, what: str) -> str:
     )
     return (
         f"# {what}\n\n"
-        f"- data: `{args.data}`\n- schedule: the paper's §4.2 recipe scaled to {scale}\n"
+        f"- data: `{args.data}`\n- schedule: {RECIPE_NOTES[args.recipe]}, scaled to {scale}\n"
         f"- command: `{shlex.join(['resnetlab', *sys.argv[1:]])}`\n\n"
         "Paper values are for the original CIFAR-10 at 64k iterations; a different scale or "
         "lossy JPEG data shifts the absolute errors, so compare the trends.\n\n"
@@ -153,10 +188,13 @@ def _header(args: argparse.Namespace, what: str) -> str:
 def degradation(args: argparse.Namespace, out: Path) -> None:
     from resnetlab.experiments.figures import plot_degradation
 
+    # ResNets train first: their comparison is the one in doubt at small budgets, so
+    # a user watching the run learns it before the plain nets' hour.
     specs = [
-        RunSpec(f"{kind}{d}", f"{kind}{d}") for kind in ("plain", "resnet") for d in args.depths
+        RunSpec(f"{kind}{d}", f"{kind}{d}") for kind in ("resnet", "plain") for d in args.depths
     ]
     outcomes = run_all(args, specs, out)
+    outcomes.sort(key=lambda o: o.spec.model.startswith("resnet"))  # table: plain first
     plot_degradation(outcomes, out / "degradation.png")
     lines = [
         _header(args, "Degradation: plain vs residual nets (Fig. 6)"),
@@ -314,6 +352,12 @@ def register(sub: Any) -> None:
     p.add_argument("--model", default="resnet20", help="shortcuts: the model")
     p.add_argument("--checkpoints", nargs="*", default=[], help="responses: checkpoints to analyse")
     p.add_argument("--iters", type=int, help="iterations per run (the schedule scales)")
+    p.add_argument(
+        "--recipe",
+        choices=sorted(RECIPE_NOTES),
+        default="paper",
+        help="paper (default) | paper-short (warm-up + linear decay, for short budgets)",
+    )
     p.add_argument(
         "--eval-points",
         type=int,

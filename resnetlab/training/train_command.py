@@ -91,7 +91,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     a("--model", help="model preset (see 'resnetlab models'); default resnet20")
     a("--data", help="cifar10 | cifar100 | cifar100-coarse | fashion-mnist | PATH to class folders")
     a("--data-dir", help="where datasets are looked up/downloaded ($RESNETLAB_DATA)")
-    a("--recipe", choices=sorted(RECIPES), help="paper (default) | paper-imagenet | fast")
+    a(
+        "--recipe",
+        choices=sorted(RECIPES),
+        help="paper (default) | paper-short | paper-imagenet | fast",
+    )
     a("--config", help="start from a run's config.json (reproduce a run)")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--iters", type=int, help="iterations (the schedule scales to fit)")
