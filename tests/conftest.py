@@ -55,7 +55,9 @@ def tiny_config(data: Path, out: Path, **kw: object) -> TrainConfig:
     return build_config("paper", "resnet20", base)
 
 
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, timeout: float = 300, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """``python -m resnetlab ARGS`` in a fresh process, as a user would run it."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg"}
     return subprocess.run(
@@ -64,4 +66,5 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
         text=True,
         env=env,
         timeout=timeout,
+        cwd=cwd,
     )

@@ -66,6 +66,15 @@ def test_responses_without_checkpoints_is_one_clear_error(tmp_path: Path) -> Non
     assert done.stderr.startswith("error: no checkpoints given")
 
 
+def test_smoke_runs_default_to_runs_smoke_not_the_committed_reports(tmp_path: Path) -> None:
+    done = run_cli("reproduce", "responses", "--smoke", "--data", "x", cwd=tmp_path)
+    assert done.returncode == 2
+    assert str(Path("runs") / "smoke" / "degradation" / "runs") in done.stderr
+    assert not (tmp_path / "reports").exists()
+    done = run_cli("reproduce", "responses", "--data", "x", cwd=tmp_path)
+    assert str(Path("reports") / "degradation" / "runs") in done.stderr
+
+
 def test_response_std_is_the_bn_output_std() -> None:
     import torch
 

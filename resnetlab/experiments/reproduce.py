@@ -321,7 +321,9 @@ EXPERIMENTS = {
 def run(args: argparse.Namespace) -> int:
     if args.smoke and args.iters is None:
         args.iters = SMOKE["iters"]
-    out = Path(args.out or Path("reports") / args.experiment)
+    # a smoke run must never land in (or be refused by) the committed reports
+    default_root = Path("runs") / "smoke" if args.smoke else Path("reports")
+    out = Path(args.out or default_root / args.experiment)
     out.mkdir(parents=True, exist_ok=True)
     EXPERIMENTS[args.experiment](args, out)
     return 0
@@ -367,5 +369,8 @@ def register(sub: Any) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--log-every", type=int, default=0)
     p.add_argument("--smoke", action="store_true", help="tiny scale: checks the plumbing (< 2 min)")
-    p.add_argument("--out", help="report folder (default reports/EXPERIMENT)")
+    p.add_argument(
+        "--out",
+        help="report folder (default reports/EXPERIMENT; with --smoke runs/smoke/EXPERIMENT)",
+    )
     p.set_defaults(func=run)
