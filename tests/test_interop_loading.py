@@ -99,6 +99,14 @@ def test_clear_errors_for_wrong_files(tmp_path: Path) -> None:
     trunc.write_bytes(trunc.read_bytes()[:5000])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         load_model_file(trunc)
+    noise = tmp_path / "noise.pt"  # bytes that are no pickle: corrupt, not "could run code"
+    noise.write_bytes(bytes([0x9C]) + bytes(range(256)) * 8)
+    with pytest.raises(CheckpointError, match=r"truncated or corrupt.*byte 156 is not pickle"):
+        load_model_file(noise)
+    inst = tmp_path / "inst.pt"  # a real pickle opcode the weights-only unpickler refuses (INST)
+    inst.write_bytes(b"(S'pwned'\nios\nsystem\n.")
+    with pytest.raises(CheckpointError, match=r"refusing to load.*could run code"):
+        load_model_file(inst)
     bad_onnx = tmp_path / "m.onnx"
     bad_onnx.write_bytes(b"\x08\x07garbage")
     with pytest.raises(CheckpointError):

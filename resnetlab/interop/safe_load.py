@@ -10,6 +10,7 @@ one-line :class:`CheckpointError` messages.
 from __future__ import annotations
 
 import pickle
+import pickletools
 import re
 import zipfile
 from pathlib import Path
@@ -18,6 +19,10 @@ from typing import Any
 import torch
 
 from resnetlab.errors import CheckpointError
+
+# every opcode byte of every pickle protocol: an "unsupported operand" outside this set is
+# not a pickle the weights-only unpickler refused but bytes that are no pickle at all
+_PICKLE_OPCODES = frozenset(ord(op.code.encode("latin-1")) for op in pickletools.opcodes)
 
 
 def is_torchscript_archive(path: str | Path) -> bool:
@@ -42,6 +47,12 @@ def safe_torch_load(path: str | Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        operand = re.search(r"Unsupported operand (\d+)", str(e))
+        if operand and int(operand.group(1)) not in _PICKLE_OPCODES:
+            raise CheckpointError(
+                f"cannot read {path} (truncated or corrupt?): byte {operand.group(1)} is "
+                "not pickle data"
+            ) from None
         found = re.search(r"Unsupported global: GLOBAL (\S+)|Unsupported operand \d+", str(e))
         detail = ""
         if found:
