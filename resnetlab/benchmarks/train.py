@@ -22,6 +22,7 @@ import os
 import platform
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from torch import nn
 from resnetlab.errors import DataError
 
 
-def _sustained_gflops(op: Any, flop: float, seconds: float) -> float:
+def _sustained_gflops(op: Callable[[], object], flop: float, seconds: float) -> float:
     op()
     reps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds or reps < 3:
@@ -47,9 +48,10 @@ def matmul_rates(n: int = 2048, seconds: float = 2.0) -> dict[str, float]:
 
     ``torch.mm`` goes to MKL (or OpenBLAS); convolutions go to oneDNN, whose GEMM we
     reach as a 1x1 convolution over a channels-last [1, n/2, 64, 64] input (M = 4096,
-    K = N = n/2). They can differ by 2x: on an AMD Zen 5 VM MKL's sgemm ran at 222
-    GFLOP/s and oneDNN's at ~430 (BENCHMARKS.md). The machine's matmul rate is the
-    higher of the two, so that the cap is not flattered by a slow library.
+    K = N = n/2). They can differ by 2x: on an AMD Zen 5 VM MKL's sgemm ran at
+    218-231 GFLOP/s and this oneDNN GEMM at 497-502 (BENCHMARKS.md). The machine's
+    matmul rate is the higher of the two, so that the cap is not flattered by a slow
+    library.
     """
     a, b = torch.randn(n, n), torch.randn(n, n)
     mm = _sustained_gflops(lambda: torch.mm(a, b), 2 * n**3, seconds / 2)

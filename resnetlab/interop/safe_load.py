@@ -47,16 +47,16 @@ def safe_torch_load(path: str | Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        operand = re.search(r"Unsupported operand (\d+)", str(e))
+        text = str(e)
+        operand = re.search(r"Unsupported operand (\d+)", text)
         if operand and int(operand.group(1)) not in _PICKLE_OPCODES:
             raise CheckpointError(
                 f"cannot read {path} (truncated or corrupt?): byte {operand.group(1)} is "
                 "not pickle data"
             ) from None
-        found = re.search(r"Unsupported global: GLOBAL (\S+)|Unsupported operand \d+", str(e))
-        detail = ""
-        if found:
-            detail = f"forbidden global {found.group(1)}" if found.group(1) else found.group(0)
+        forbidden = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        detail = f"forbidden global {forbidden.group(1)}" if forbidden else ""
+        detail = detail or (operand.group(0) if operand else "")
         raise CheckpointError(
             f"refusing to load {path}: it is not a plain tensor checkpoint and unpickling it "
             f"could run code{f' ({detail})' if detail else ''}; nothing from it was executed"

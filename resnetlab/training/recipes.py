@@ -43,18 +43,13 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
     # §3.4: batch 256, lr 0.1 /10 at plateaus (here the usual 30/60/90-epoch steps of
     # ImageNet's 1.28M images = 150k/300k/450k iterations), 600k iterations.
-    "paper-imagenet": dict(
-        iters=600_000,
-        batch_size=256,
-        lr=0.1,
-        momentum=0.9,
-        weight_decay=1e-4,
-        schedule="step",
-        milestones=[150_000, 300_000, 450_000],
-        warmup="none",
-        val_size=0,
-        normalize="pixel",
-    ),
+    "paper-imagenet": {
+        **_PAPER_CIFAR,
+        "iters": 600_000,
+        "batch_size": 256,
+        "milestones": [150_000, 300_000, 450_000],
+        "val_size": 0,
+    },
     # Best time-to-accuracy on a CPU for the unchanged architecture (BENCHMARKS.md):
     # short linear warm-up then linear decay to zero, Nesterov, label smoothing,
     # all 50k training images, flip at test time.
