@@ -15,3 +15,7 @@ class DataError(ResnetlabError):
 
 class CheckpointError(ResnetlabError):
     """A checkpoint or weights file is missing, corrupt, unsafe or inconsistent."""
+
+
+class TrainingDiverged(ResnetlabError):
+    """The loss or the weights became non-finite; the last good checkpoint is kept."""

@@ -12,6 +12,7 @@ import os
 import pickle
 import tarfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,11 @@ from data_fixtures import (
 )
 from PIL import Image
 
-from resnetlab.data import DataWarning, FolderSplit, InMemorySplit, open_dataset
+from resnetlab.cli import main
+from resnetlab.data import DataWarning, FolderSplit, InMemorySplit, holdout, open_dataset
 from resnetlab.data import cifar as cifar_mod
 from resnetlab.data.cifar import safe_unpickle
+from resnetlab.data.datasets import fit_val_size
 from resnetlab.data.download import safe_extract
 from resnetlab.data.fmnist import load_fashion_mnist
 from resnetlab.errors import DataError
@@ -154,9 +157,12 @@ def test_missing_split_empty_dataset_and_unknown_name(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no class folders in"):
         open_dataset(tmp_path / "ds", data_dir=tmp_path)
     (tmp_path / "ds" / "train" / "a").mkdir()
-    with pytest.warns(DataWarning), pytest.raises(DataError, match=r"no images in .*train"):
-        open_dataset(tmp_path / "ds", data_dir=tmp_path)
-    root = write_folder(tmp_path / "ds2", ["a"], per_class=2, splits=("train",))
+    (tmp_path / "ds" / "train" / "b").mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # one error, no warning before it
+        with pytest.raises(DataError, match=r"no images in .*train: .*\(a, b\) are empty"):
+            open_dataset(tmp_path / "ds", data_dir=tmp_path)
+    root = write_folder(tmp_path / "ds2", ["a", "b"], per_class=2, splits=("train",))
     (root / "test" / "zebra").mkdir(parents=True)
     with pytest.raises(DataError, match="class folder 'zebra' that the training split lacks"):
         open_dataset(root, data_dir=tmp_path)
@@ -178,9 +184,10 @@ def test_large_images_stream_with_224_and_val_folder(tmp_path: Path) -> None:
 
 
 def test_holdout_stratified_deterministic_disjoint(tmp_path: Path) -> None:
-    root = write_folder(tmp_path / "ds", ["a", "b", "c"], per_class=10, size=4)
+    root = write_folder(tmp_path / "ds", ["a", "b", "c"], per_class=20, size=4)
     b = open_dataset(root, data_dir=tmp_path / "c", val_size=6, seed=3)
-    assert b.val is not None and len(b.val) == 6 and len(b.train) == 24
+    assert b.val is not None and len(b.val) == 6 and len(b.train) == 54
+    assert b.val_held_out == 6 and b.notes == []  # a tenth fits exactly as asked
     assert torch.bincount(b.val.labels).tolist() == [2, 2, 2]
     again = open_dataset(root, data_dir=tmp_path / "c", val_size=6, seed=3)
     other = open_dataset(root, data_dir=tmp_path / "c", val_size=6, seed=4)
@@ -188,9 +195,81 @@ def test_holdout_stratified_deterministic_disjoint(tmp_path: Path) -> None:
     assert not torch.equal(other.val.images, b.val.images)  # type: ignore[union-attr]
     tr = {bytes(x.numpy()) for x in b.train.images}  # type: ignore[union-attr]
     va = {bytes(x.numpy()) for x in b.val.images}  # type: ignore[union-attr]
-    assert not tr & va and len(tr | va) == 30
-    with pytest.raises(DataError, match="validation size 30"):
-        open_dataset(root, data_dir=tmp_path / "c", val_size=30)
+    assert not tr & va and len(tr | va) == 60
+    with pytest.raises(
+        DataError, match=r"validation size 60 \(--val-size\) must be between 1 and 59"
+    ):
+        holdout(open_dataset(root, data_dir=tmp_path / "c").train, 60, 0)
+
+
+def test_small_folder_holds_out_a_tenth_with_a_note(tmp_path: Path) -> None:
+    """The paper recipe's val_size=5000 on a 36-image folder used to be a dead end
+    ("validation size 5000 must be between 1 and 35")."""
+    root = write_folder(tmp_path / "ds", ["a", "b", "c"], per_class=12, size=4)
+    b = open_dataset(root, data_dir=tmp_path / "c", val_size=5000, seed=1)
+    assert b.val is not None and len(b.val) == 3 and len(b.train) == 33 and b.val_held_out == 3
+    assert torch.bincount(b.val.labels).tolist() == [1, 1, 1]  # still stratified
+    assert b.notes == [
+        "holding out 3 of 36 training images for validation (a tenth, at least 1:"
+        " --val-size 5000 would leave too few to train on; set --val-size 1 to 3, 0 for none)"
+    ]
+    # the same split every time: eval --split val rebuilds what the trainer held out
+    again = open_dataset(root, data_dir=tmp_path / "c", val_size=5000, seed=1)
+    assert torch.equal(again.val.images, b.val.images)  # type: ignore[union-attr]
+    # as asked when it fits; none when 0 or when the folder has its own val/
+    exact = open_dataset(root, data_dir=tmp_path / "c", val_size=2)
+    assert len(exact.val) == 2 and exact.notes == [] and exact.val_held_out == 2  # type: ignore[arg-type]
+    none = open_dataset(root, data_dir=tmp_path / "c", val_size=0)
+    assert none.val is None and none.val_held_out == 0 and none.notes == []
+
+
+def test_fit_val_size_keeps_the_paper_split_and_refuses_the_impossible() -> None:
+    assert fit_val_size(50_000, 5000) == (5000, None)  # §4.2's 45k/5k, unchanged
+    assert fit_val_size(50_000, 0) == (0, None)
+    n, note = fit_val_size(49_999, 5000)
+    assert n == 4999 and note is not None and "--val-size 5000" in note
+    n, note = fit_val_size(2, 5000)  # two images: one held out, one to train on
+    assert n == 1 and note is not None and note.endswith("set --val-size 0 for none)")
+    with pytest.raises(
+        DataError, match=r"--val-size 1 of ds: its training set has 1 .*--val-size 0"
+    ):
+        fit_val_size(1, 1, "ds")
+    one = InMemorySplit(torch.zeros(1, 3, 2, 2, dtype=torch.uint8), torch.zeros(1), ["a", "b"])
+    with pytest.raises(DataError, match=r"--val-size"):
+        holdout(one, 1, 0)
+
+
+def test_one_class_folder_is_refused_before_decoding(tmp_path: Path) -> None:
+    """A single class trained to a meaningless 100% before this check."""
+    root = write_folder(tmp_path / "ds", ["cat"], per_class=3, splits=("train",))
+    with pytest.raises(
+        DataError, match=r"ds/train has 1 class folder \(cat\); a classifier needs at least 2"
+    ) as e:
+        open_dataset(root, data_dir=tmp_path / "c")
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "c" / "cache").exists()  # found before any decoding
+    # a second class folder with nothing in it is no better
+    (root / "train" / "dog").mkdir()
+    with pytest.raises(
+        DataError, match=r"files in only 1 of its 2 class folders \(cat; empty: dog\)"
+    ):
+        open_dataset(root, data_dir=tmp_path / "c")
+    # nor one whose every file is unreadable
+    (root / "train" / "dog" / "x.png").write_bytes(b"\x89PNG broken")
+    only_cat = r"readable images in only 1 class folder \(cat\)"
+    with pytest.warns(DataWarning, match="skipped 1"), pytest.raises(DataError, match=only_cat):
+        open_dataset(root, data_dir=tmp_path / "c")
+
+
+def test_one_class_folder_is_one_cli_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = write_folder(tmp_path / "ds", ["cat"], per_class=2)
+    monkeypatch.setenv("RESNETLAB_DATA", str(tmp_path / "c"))
+    monkeypatch.setattr("sys.argv", ["resnetlab", "bench", "data"])
+    assert main(["bench", "data", "--data", str(root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "1 class folder (cat)" in err and "\n" not in err
 
 
 def test_preprocessing_statistics(tmp_path: Path) -> None:

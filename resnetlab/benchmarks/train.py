@@ -137,7 +137,7 @@ def measure(
     from resnetlab.models import count_mult_adds, create_model
     from resnetlab.training import speed
     from resnetlab.training.config import TrainConfig
-    from resnetlab.training.loop import train_step
+    from resnetlab.training.step import train_step
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -3,13 +3,14 @@
 Named sets (``cifar10``, ``cifar100``, ``cifar100-coarse``, ``fashion-mnist``) come from
 their official files; anything else is a class-folder root with ``train/`` and
 ``val/`` and/or ``test/``. ``val_size`` holds out a stratified, seeded part of the
-training set (the paper's 45k/5k split, §4.2, is ``val_size=5000``).
+training set (the paper's 45k/5k split, §4.2, is ``val_size=5000``); on a set too small
+for it, a tenth is held out instead and ``DatasetBundle.notes`` says so.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -30,6 +31,7 @@ from resnetlab.errors import DataError
 NAMED = ("cifar10", "cifar100", "cifar100-coarse", "fashion-mnist")
 LARGE_SIZE, LARGE_RESIZE = 224, 256  # §3.4: 224 crops; single-crop test at shorter side 256
 STATS_SAMPLES = 2000  # streamed images averaged for the mean of a large-image set
+VAL_DIVISOR = 10  # at most a tenth of the training images held out: the paper's 5k of 50k
 
 
 @dataclass
@@ -42,6 +44,10 @@ class DatasetBundle:
     train: InMemorySplit | FolderSplit
     val: InMemorySplit | FolderSplit | None = None
     test: InMemorySplit | FolderSplit | None = None
+    # images held out of the training set for ``val`` (0: none, or the set's own val/)
+    val_held_out: int = 0
+    # human-readable lines about choices made for the user (e.g. a smaller hold-out)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -88,16 +94,41 @@ def _moments(split: InMemorySplit | FolderSplit) -> tuple[np.ndarray, np.ndarray
     return xf.sum(0).numpy(), (xf * xf).sum((0, 2, 3)).numpy(), len(x)
 
 
+def fit_val_size(n: int, val_size: int, where: str = "the dataset") -> tuple[int, str | None]:
+    """(images to hold out of ``n``, note or None). ``val_size`` exactly when it is at
+    most a tenth of the training set (the paper's 45k/5k stays as is); more would leave
+    too little to train on (a recipe's default 5000 against a folder of 36 images), so a
+    tenth is held out, at least 1, and the note says so. A pure function of ``n`` and
+    ``val_size``: ``eval --split val`` must rebuild the split the trainer used."""
+    if val_size <= 0:
+        return 0, None
+    if n < 2:
+        raise DataError(
+            f"cannot hold out --val-size {val_size} of {where}: its training set has {n}"
+            " image(s); set --val-size 0"
+        )
+    cap = max(1, n // VAL_DIVISOR)
+    if val_size <= cap:
+        return val_size, None
+    choose = "set --val-size 0 for none" if cap == 1 else f"set --val-size 1 to {cap}, 0 for none"
+    return cap, (
+        f"holding out {cap} of {n} training images for validation (a tenth, at least 1:"
+        f" --val-size {val_size} would leave too few to train on; {choose})"
+    )
+
+
 def holdout(
     split: InMemorySplit | FolderSplit, val_size: int, seed: int
 ) -> tuple[InMemorySplit | FolderSplit, InMemorySplit | FolderSplit]:
-    """(train, val): ``val_size`` images taken per class in proportion to its size
-    (largest remainders), chosen at random by ``seed``; both keep the original order."""
+    """(train, val): exactly ``val_size`` images taken per class in proportion to its size
+    (largest remainders), chosen at random by ``seed``; both keep the original order.
+    ``open_dataset`` first caps ``val_size`` with ``fit_val_size``."""
     labels = split.labels
     n = len(labels)
     if not 0 < val_size < n:
         raise DataError(
-            f"validation size {val_size} must be between 1 and {n - 1} (training set has {n})"
+            f"validation size {val_size} (--val-size) must be between 1 and {n - 1}:"
+            f" the training set has {n} images"
         )
     counts = torch.bincount(labels, minlength=len(split.classes)).double()
     quota = counts * val_size / n
@@ -176,6 +207,13 @@ def open_dataset(
                 splits[s] = folder_split(sc, strict=strict) if sc else None
         train, val, test = splits["train"], splits["val"], splits["test"]  # type: ignore[assignment]
         assert train is not None
+        present = sorted(set(train.labels.tolist()))
+        if len(present) < 2:  # every file of the other classes failed to decode
+            raise DataError(
+                f"{tr.root} has readable images in only 1 class folder"
+                f" ({classes[present[0]]}); a classifier needs at least 2"
+            )
+    held_out, notes = 0, list[str]()
     if val_size:
         if val is not None:
             warnings.warn(
@@ -184,5 +222,9 @@ def open_dataset(
                 stacklevel=2,
             )
         else:
-            train, val = holdout(train, val_size, seed)
-    return DatasetBundle(name, list(classes), channels, size, in_memory, train, val, test)
+            held_out, note = fit_val_size(len(train), val_size, str(spec))
+            notes += [note] if note else []
+            train, val = holdout(train, held_out, seed)
+    return DatasetBundle(
+        name, list(classes), channels, size, in_memory, train, val, test, held_out, notes
+    )

@@ -2,8 +2,9 @@
 
 Small images (at most ``SMALL_MAX`` px, e.g. CIFAR as JPEG) are decoded once, in
 parallel, into one uint8 tensor and cached on disk, keyed by the file list with sizes
-and mtimes (a changed folder is re-read). Large images (ImageNet layout) stay files
-and are decoded by loader workers. Bad files are skipped with one counted warning, or
+and mtimes (a changed folder is re-read) and checked on every load against the folder
+and a sha256 of its content (a damaged cache is named, deleted and rebuilt). Large
+images (ImageNet layout) stay files and are decoded by loader workers. Bad files are skipped with one counted warning, or
 refused with ``strict``; labels always follow the file they came from.
 """
 
@@ -28,7 +29,7 @@ from resnetlab.data.common import DataWarning, FolderSplit, InMemorySplit, repor
 from resnetlab.errors import DataError
 
 SMALL_MAX = 64  # images up to this side live in memory
-CACHE_VERSION = "resnetlab-folder-v1"
+CACHE_VERSION = "resnetlab-folder-v2"  # v2: checksum and skipped files in the header
 _DECODE_ERRORS = (
     UnidentifiedImageError,
     OSError,
@@ -58,11 +59,21 @@ def list_classes(split_dir: Path) -> list[str]:
     return classes
 
 
+def _some(names: list[str], k: int = 3) -> str:
+    return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
+
+
 def scan_split(split_dir: Path, classes: list[str] | None = None) -> ScannedSplit:
     """Every non-hidden file of every class folder, in sorted order; empty classes are
-    kept (so labels stay aligned with the sorted folder names) with a warning."""
+    kept (so labels stay aligned with the sorted folder names) with a warning.
+
+    Without ``classes`` this is a training split, which defines the classes: it must
+    have files in at least 2 class folders, or the "classifier" learns one constant
+    answer and reports 100%.
+    """
     split_dir = Path(split_dir)
     present = list_classes(split_dir)
+    training = classes is None
     if classes is None:
         classes = present
     else:
@@ -89,14 +100,29 @@ def scan_split(split_dir: Path, classes: list[str] | None = None) -> ScannedSpli
             st = e.stat()
             files.append((f"{cls}/{e.name}", label))
             stats.append((st.st_size, st.st_mtime_ns))
+    if not files:
+        raise DataError(
+            f"no images in {split_dir}: its class folder(s) ({_some(present)}) are empty"
+            f" (expected {split_dir}/<class>/<image>)"
+        )
+    if training:
+        full = [c for c in classes if c not in empty]
+        if len(classes) == 1:
+            raise DataError(
+                f"{split_dir} has 1 class folder ({classes[0]}); a classifier needs at least 2"
+            )
+        if len(full) < 2:
+            raise DataError(
+                f"{split_dir} has files in only 1 of its {len(classes)} class folders"
+                f" ({full[0]}; empty: {_some(empty)}); a classifier needs at least 2"
+            )
     if empty:
         warnings.warn(
-            f"{len(empty)} class folder(s) in {split_dir} have no files (first: {empty[0]}); kept as classes",
+            f"{len(empty)} class folder(s) in {split_dir} have no files (first: {empty[0]}); kept as"
+            f" classes{' the model gets no training images for' if training else ''}",
             DataWarning,
             stacklevel=2,
         )
-    if not files:
-        raise DataError(f"no images in {split_dir}")
     return ScannedSplit(split_dir, list(classes), files, stats)
 
 
@@ -213,59 +239,157 @@ def cache_key(scan: ScannedSplit, size: int) -> str:
     return h.hexdigest()[:24]
 
 
+class _BadCache(Exception):
+    """The decode cache cannot be trusted; the message says why."""
+
+
+def content_digest(images: torch.Tensor, labels: torch.Tensor) -> str:
+    """sha256 of the image and label bytes: catches a truncated or bit-flipped cache for
+    about 0.1 s per 150 MB (SHA-NI), against minutes of JPEG decoding."""
+    h = hashlib.sha256()
+    for t in (images, labels):
+        h.update(t.contiguous().view(-1).numpy().view(np.uint8).data)
+    return h.hexdigest()
+
+
+def _read_cache(
+    cache_file: Path, scan: ScannedSplit, size: int
+) -> tuple[InMemorySplit, list[str], list[str]]:
+    """A cache file checked against the scanned folder (count, shapes, dtypes, the labels
+    the files give) and against its own checksum; ``_BadCache`` on any mismatch."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(cache_file), framework="pt") as f:
+            meta = f.metadata() or {}
+            names = sorted(f.keys())
+            if names != ["images", "labels"]:
+                raise _BadCache(f"tensors {names} instead of images and labels")
+            images, labels = f.get_tensor("images"), f.get_tensor("labels")
+        if meta.get("version") != CACHE_VERSION:
+            raise _BadCache(f"version {meta.get('version')!r} instead of {CACHE_VERSION}")
+        problems, resized = json.loads(meta["problems"]), json.loads(meta["resized"])
+        skipped = json.loads(meta["skipped"])
+        digest = meta["sha256"]
+    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError, TypeError) as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise _BadCache(f"unreadable, {type(e).__name__}: {first}") from None
+    if not (
+        isinstance(problems, list)
+        and isinstance(resized, list)
+        and isinstance(skipped, list)
+        and all(isinstance(i, int) for i in skipped)
+        and skipped == sorted(set(skipped))
+        and (not skipped or 0 <= skipped[0] <= skipped[-1] < len(scan.files))
+    ):
+        raise _BadCache("malformed metadata")
+    keep = np.ones(len(scan.files), dtype=bool)
+    keep[skipped] = False
+    expected = torch.from_numpy(np.array([lab for _, lab in scan.files], dtype=np.int64)[keep])
+    shape = (len(expected), 3, size, size)
+    if images.dtype != torch.uint8 or tuple(images.shape) != shape:
+        dtype = str(images.dtype).removeprefix("torch.")
+        raise _BadCache(f"images {dtype} {tuple(images.shape)} instead of uint8 {shape}")
+    if labels.dtype != torch.int64 or not torch.equal(labels, expected):
+        raise _BadCache("labels do not match the folder")
+    if content_digest(images, labels) != digest:
+        raise _BadCache("checksum mismatch")
+    return InMemorySplit(images, labels, list(scan.classes)), problems, resized
+
+
+def _discard(path: Path, seen: os.stat_result) -> None:
+    """Delete ``path`` unless another process has replaced it since we read it."""
+    try:
+        now = path.stat()
+        if (now.st_ino, now.st_size, now.st_mtime_ns) == (
+            seen.st_ino,
+            seen.st_size,
+            seen.st_mtime_ns,
+        ):
+            path.unlink()
+    except OSError:
+        pass  # gone already, or not ours to delete: the rewrite replaces it
+
+
+def _write_cache(
+    cache_file: Path,
+    split: InMemorySplit,
+    problems: list[str],
+    resized: list[str],
+    skipped: list[int],
+    root: Path,
+) -> None:
+    """Written to a ``.part`` file and renamed: a crash or a full disk leaves no cache
+    rather than half of one."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    part = cache_file.with_name(cache_file.name + f".{os.getpid()}.part")
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        save_file(
+            {"images": split.images, "labels": split.labels},
+            str(part),
+            metadata={
+                "version": CACHE_VERSION,
+                "sha256": content_digest(split.images, split.labels),
+                "skipped": json.dumps(skipped),
+                "problems": json.dumps(problems),
+                "resized": json.dumps(resized),
+                "root": str(root),
+            },
+        )
+        os.replace(part, cache_file)
+    except (OSError, SafetensorError) as e:
+        part.unlink(missing_ok=True)
+        reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
+        warnings.warn(
+            f"cannot write decode cache in {cache_file.parent}: {reason}", DataWarning, stacklevel=3
+        )
+
+
 def load_small_split(
     scan: ScannedSplit, size: int, cache_dir: Path | None, *, strict: bool = False
 ) -> InMemorySplit:
-    """The split as an ``InMemorySplit``, from the decode cache when the folder is unchanged."""
-    from safetensors.torch import load_file, save_file
-
+    """The split as an ``InMemorySplit``, from the decode cache when the folder is unchanged.
+    A cache that fails its checks is named in a warning, deleted and rebuilt, so one bad
+    file never breaks every later run."""
     cache_file = None
     if cache_dir is not None:
         tag = "".join(
             c if c.isalnum() else "_" for c in f"{scan.root.parent.name}_{scan.root.name}"
         )
         cache_file = Path(cache_dir) / f"{tag}-{cache_key(scan, size)}.safetensors"
-        if cache_file.is_file():
+        try:
+            seen = cache_file.stat()
+        except OSError:
+            seen = None
+        if seen is not None:
             try:
-                from safetensors import safe_open
-
-                with safe_open(str(cache_file), framework="pt") as f:
-                    meta = f.metadata() or {}
-                tensors = load_file(str(cache_file))
-                problems, resized = json.loads(meta["problems"]), json.loads(meta["resized"])
-                _report(scan, problems, resized, strict)
-                return InMemorySplit(tensors["images"], tensors["labels"], list(scan.classes))
-            except (OSError, KeyError, ValueError, RuntimeError):
+                cached, problems, resized = _read_cache(cache_file, scan, size)
+            except _BadCache as e:
                 warnings.warn(
-                    f"ignoring unreadable decode cache {cache_file}", DataWarning, stacklevel=2
+                    f"decode cache {cache_file} is corrupt ({e}); deleted it, decoding "
+                    f"{scan.root} again",
+                    DataWarning,
+                    stacklevel=2,
                 )
+                _discard(cache_file, seen)
+            else:
+                _report(scan, problems, resized, strict)
+                return cached
     paths = [str(scan.root / rel) for rel, _ in scan.files]
     images, ok, problems, resized = decode_files(paths, size, desc=f"decode {scan.root.name}")
     _report(scan, problems, resized, strict)
     labels = np.array([lab for _, lab in scan.files], dtype=np.int64)
-    if not ok.all():
+    skipped = np.flatnonzero(~ok).tolist()
+    if skipped:
         images, labels = images[ok], labels[ok]
     if len(labels) == 0:
         raise DataError(f"no readable images in {scan.root}")
     split = InMemorySplit(torch.from_numpy(images), torch.from_numpy(labels), list(scan.classes))
     if cache_file is not None:
-        try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            part = cache_file.with_name(cache_file.name + f".{os.getpid()}.part")
-            save_file(
-                {"images": split.images, "labels": split.labels},
-                str(part),
-                metadata={
-                    "problems": json.dumps(problems),
-                    "resized": json.dumps(resized),
-                    "root": str(scan.root),
-                },
-            )
-            os.replace(part, cache_file)
-        except OSError as e:
-            warnings.warn(
-                f"cannot write decode cache in {cache_dir}: {e.strerror}", DataWarning, stacklevel=2
-            )
+        _write_cache(cache_file, split, problems, resized, skipped, scan.root)
     return split
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from resnetlab.errors import ResnetlabError
+from resnetlab.training.run_folder import CHECKPOINTS, RunFolder
 
 PAPER_ITERS = 64_000
 RECIPE_NOTES = {
@@ -86,16 +87,15 @@ def run_all(args: argparse.Namespace, specs: list[RunSpec], out: Path) -> list[R
     outcomes = []
     for i, spec in enumerate(specs, 1):
         cfg = _train_config(args, spec, out)
-        run_dir = Path(cfg.out)
-        results = run_dir / "results.json"
-        _check_same_recipe(run_dir, cfg)
-        if results.exists():
-            print(f"[{i}/{len(specs)}] {spec.name}: finished earlier, reusing {run_dir}")
+        folder = RunFolder(cfg.out)
+        _check_same_recipe(folder, cfg)
+        if folder.is_finished():
+            print(f"[{i}/{len(specs)}] {spec.name}: finished earlier, reusing {folder.path}")
         else:
-            resume = (run_dir / "checkpoints" / "last.pt").exists()
+            resume = folder.config.exists()
             print(
                 f"[{i}/{len(specs)}] {spec.name}: {'resuming' if resume else 'training'} "
-                f"({cfg.iters} iterations) -> {run_dir}",
+                f"({cfg.iters} iterations) -> {folder.path}",
                 flush=True,
             )
             result = train(cfg, resume=resume)
@@ -104,18 +104,16 @@ def run_all(args: argparse.Namespace, specs: list[RunSpec], out: Path) -> list[R
                     f"{spec.name} stopped at iteration {result.iteration}; "
                     "run the same command again to resume"
                 )
-        rows = read_metrics(run_dir / "metrics.csv")
-        doc = json.loads(results.read_text())
+        rows = read_metrics(folder.metrics)
+        doc = json.loads(folder.results.read_text())
         with torch.device("meta"):
-            params = count_parameters(
-                build_model(json.loads((run_dir / "config.json").read_text())["model"])
-            )
+            params = count_parameters(build_model(json.loads(folder.config.read_text())["model"]))
         train_errs = [r["train_error"] for r in rows if r.get("train_error") is not None]
         test = doc.get("test")
         outcomes.append(
             RunOutcome(
                 spec,
-                run_dir,
+                folder.path,
                 params,
                 train_errs[-1] if train_errs else None,
                 1 - test["top1_acc"] if test else None,
@@ -134,12 +132,11 @@ _RECIPE_FIELDS = (
 )  # fmt: skip
 
 
-def _check_same_recipe(run_dir: Path, cfg: Any) -> None:
+def _check_same_recipe(folder: RunFolder, cfg: Any) -> None:
     """Refuse to reuse or resume a run trained with another recipe, length or seed."""
-    saved_path = run_dir / "config.json"
-    if not saved_path.exists():
+    if not folder.config.exists():
         return
-    saved = json.loads(saved_path.read_text()).get("train", {})
+    saved = json.loads(folder.config.read_text()).get("train", {})
     diffs = [
         f"{k} {saved.get(k)!r} -> {getattr(cfg, k)!r}"
         for k in _RECIPE_FIELDS
@@ -147,7 +144,7 @@ def _check_same_recipe(run_dir: Path, cfg: Any) -> None:
     ]
     if diffs:
         raise ResnetlabError(
-            f"{run_dir} holds a run with other settings ({'; '.join(diffs)}); "
+            f"{folder.path} holds a run with other settings ({'; '.join(diffs)}); "
             "give another --out or remove that folder"
         )
 
@@ -276,9 +273,10 @@ def responses(args: argparse.Namespace, out: Path) -> None:
 
     checkpoints = [Path(c) for c in args.checkpoints]
     if not checkpoints:
-        runs = sorted((out.parent / "degradation" / "runs").glob("*/checkpoints"))
+        runs_dir = out.parent / "degradation" / "runs"
+        folders = [RunFolder(d) for d in sorted(runs_dir.glob("*")) if d.is_dir()]
         checkpoints = [
-            (d / "best.pt") if (d / "best.pt").exists() else (d / "last.pt") for d in runs
+            f.best if f.best.exists() else f.last for f in folders if f.checkpoint_to_resume()
         ]
     if not checkpoints:
         raise ResnetlabError(
@@ -287,7 +285,7 @@ def responses(args: argparse.Namespace, out: Path) -> None:
         )
     stds = {}
     for ckpt in checkpoints:
-        name = ckpt.parent.parent.name if ckpt.parent.name == "checkpoints" else ckpt.stem
+        name = ckpt.parent.parent.name if ckpt.parent.name == CHECKPOINTS else ckpt.stem
         print(f"responses of {name} ({ckpt})", flush=True)
         stds[name] = layer_response_stds(
             ckpt,

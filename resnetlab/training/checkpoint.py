@@ -1,44 +1,42 @@
-"""Training checkpoints: atomic writes, safe reads (``weights_only=True``).
+"""Training checkpoints: the whole TrainState in one file, written atomically, read safely.
 
-A checkpoint is a plain dict of tensors, numbers and strings, so it loads without
-unpickling arbitrary objects:
+A checkpoint is a plain dict of tensors, numbers and strings, so it loads with
+``weights_only=True`` and never unpickles arbitrary objects:
 
-    format, format_version, model_config, model (state dict), meta (classes,
-    preprocessing, recipe, metrics), optimizer, iteration, warmup_done_at,
-    best_val_error, rng
+    format, format_version, model_config, meta (classes, preprocessing, recipe,
+    metrics), and TrainState.state_dict(): model, optimizer, iteration,
+    steps_per_epoch, warmup_done_at, train_error_ema, interval, best_val_error,
+    images_seen, choices, rng
+
+Version 1 files (before the TrainState) lack the last six state keys and still resume.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from resnetlab.errors import CheckpointError
+from resnetlab.training.run_folder import write_atomic
 
 FORMAT = "resnetlab-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # readers accept files with extra keys; bump only for breaking changes
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``.
-
-    A crash or a full disk mid-write leaves the previous file intact.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def save_checkpoint(
+    path: Path, state: dict[str, Any], model_config: dict[str, Any], meta: dict[str, Any]
+) -> None:
+    """``state`` is a TrainState.state_dict(); the header makes the file self-describing."""
+    doc = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_config": model_config,
+        "meta": meta,
+        **state,
+    }
+    write_atomic(path, lambda f: torch.save(doc, f))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -48,4 +46,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     ckpt = safe_torch_load(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a resnetlab training checkpoint")
+    if int(ckpt.get("format_version", -1)) > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format is newer than this resnetlab")
+    for key in ("model", "optimizer", "iteration"):
+        if key not in ckpt:
+            raise CheckpointError(f"{path}: checkpoint lacks {key!r}")
     return ckpt

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from resnetlab.errors import ResnetlabError
+
+SCHEDULES = ("step", "cosine", "linear", "onecycle")
+WARMUPS = ("none", "paper", "linear")
 
 
 @dataclass
@@ -58,6 +63,7 @@ class TrainConfig:
     malloc_tuning: str = "auto"  # auto (on for CPU) | on | off: keep freed memory (glibc)
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | off | bf16 | fp16
     seed: int = 0
+    epochs: float = 0.0  # if > 0, the length in epochs (iters is derived from it)
     stop_at: int = 0  # stop (resumably) after this iteration; the schedule still spans `iters`
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,24 +89,84 @@ class TrainConfig:
         except (KeyError, json.JSONDecodeError, TypeError) as e:
             raise ResnetlabError(f"bad config file {path}: {e}") from None
 
+    def with_length(self, iters: int, keep: frozenset[str] | set[str] = frozenset()) -> TrainConfig:
+        """The same run at another length: step milestones and the linear warm-up scale
+        with it (``--iters 6400`` of the paper recipe decays at 3200 and 4800), whether
+        the length comes from a recipe, ``--config``, ``--epochs`` or a resume. Fields
+        named in ``keep`` were given explicitly and stay as they are."""
+        if iters <= 0:
+            raise ResnetlabError(f"iters must be > 0 (got {iters})")
+        new = dataclasses.replace(self, iters=iters, milestones=list(self.milestones))
+        if iters != self.iters:
+            scale = iters / self.iters
+            if "milestones" not in keep:
+                new.milestones = [max(1, round(m * scale)) for m in self.milestones]
+            if self.warmup == "linear" and "warmup_iters" not in keep:
+                new.warmup_iters = max(1, round(self.warmup_iters * scale))
+        return new
+
     def validate(self) -> None:
-        checks = [
-            (self.iters > 0, "iters must be > 0"),
-            (self.batch_size > 0, "batch size must be > 0"),
-            (self.lr > 0, "lr must be > 0"),
-            (self.accum_steps >= 1, "accum-steps must be >= 1"),
-            (self.batch_size % self.accum_steps == 0, "batch size must divide by accum-steps"),
-            (self.schedule in ("step", "cosine", "linear", "onecycle"), "unknown schedule"),
-            (self.warmup in ("none", "paper", "linear"), "warmup must be none, paper or linear"),
-            (self.normalize in ("pixel", "channel"), "normalize must be pixel or channel"),
-            (0.0 <= self.label_smoothing < 1.0, "label smoothing must be in [0, 1)"),
-            (self.val_size >= 0, "val-size must be >= 0"),
+        """One-line errors for values no run can use (checked before any data is read)."""
+        from resnetlab.models import PRESETS
+
+        checks: list[tuple[Any, str]] = [
+            (
+                lambda: self.model in PRESETS,
+                f"unknown model {self.model!r}; see 'resnetlab models'",
+            ),
+            (lambda: self.iters > 0, "iters must be > 0"),
+            (lambda: self.batch_size > 0, "batch size must be > 0"),
+            (lambda: math.isfinite(self.lr) and self.lr > 0, "lr must be > 0"),
+            (lambda: 0 <= self.momentum < 1, "momentum must be in [0, 1)"),
+            (lambda: self.weight_decay >= 0, "weight decay must be >= 0"),
+            (lambda: self.lr_decay > 0, "lr-decay must be > 0"),
+            (lambda: self.accum_steps >= 1, "accum-steps must be >= 1"),
+            (
+                lambda: self.batch_size % self.accum_steps == 0,
+                f"batch size {self.batch_size} must divide by accum-steps {self.accum_steps}",
+            ),
+            (lambda: all(m > 0 for m in self.milestones), "milestones must be > 0"),
+            (lambda: self.warmup_iters >= 0, "warmup-iters must be >= 0"),
+            (
+                lambda: self.warmup != "linear" or self.warmup_iters > 0,
+                "a linear warm-up needs warmup-iters > 0",
+            ),
+            (lambda: self.eval_every >= 0, "eval-every must be >= 0 (0: use eval-points)"),
+            (lambda: self.eval_points >= 1, "eval-points must be >= 1"),
+            (lambda: self.checkpoint_every >= 0, "checkpoint-every must be >= 0"),
+            (lambda: self.log_every >= 0, "log-every must be >= 0"),
+            (lambda: self.threads >= 0, "threads must be >= 0 (0: all cores)"),
+            (lambda: self.stop_at >= 0, "stop-at must be >= 0"),
+            (lambda: self.epochs >= 0, "epochs must be > 0"),
+            (lambda: self.val_size >= 0, "val-size must be >= 0"),
+            (lambda: self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
+            (lambda: self.warmup in WARMUPS, f"warmup must be one of {WARMUPS}"),
+            (lambda: self.normalize in ("pixel", "channel"), "normalize must be pixel or channel"),
+            (lambda: 0.0 <= self.label_smoothing < 1.0, "label smoothing must be in [0, 1)"),
+            (
+                lambda: self.shortcut in (None, "A", "B", "C", "none"),
+                "shortcut must be A, B, C or none",
+            ),
+            (
+                lambda: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device),
+                f"unknown device {self.device!r}: use auto, cpu, cuda or cuda:N",
+            ),
+            (
+                lambda: self.amp in ("auto", "off", "bf16", "fp16"),
+                "amp must be auto, off, bf16 or fp16",
+            ),
+        ]
+        checks += [
+            (
+                lambda k=key: getattr(self, k) in ("auto", "on", "off"),
+                f"{key} must be auto, on or off",
+            )
+            for key in ("compile", "channels_last", "malloc_tuning")
         ]
         for ok, msg in checks:
-            if not ok:
+            try:
+                passed = bool(ok())
+            except (TypeError, ValueError):  # wrong types from a hand-edited config.json
+                passed = False
+            if not passed:
                 raise ResnetlabError(msg)
-        for key in ("compile", "channels_last", "malloc_tuning"):
-            if getattr(self, key) not in ("auto", "on", "off"):
-                raise ResnetlabError(f"{key} must be auto, on or off")
-        if self.amp not in ("auto", "off", "bf16", "fp16"):
-            raise ResnetlabError("amp must be auto, off, bf16 or fp16")

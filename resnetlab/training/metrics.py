@@ -5,7 +5,10 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from resnetlab.training.run_folder import RunFolder
 
 COLUMNS = [
     "iteration",
@@ -22,8 +25,8 @@ COLUMNS = [
 class MetricsLog:
     """Appends rows to metrics.csv (kept on resume) and mirrors them to TensorBoard."""
 
-    def __init__(self, run_dir: Path, resume_from: int | None = None) -> None:
-        self.path = run_dir / "metrics.csv"
+    def __init__(self, folder: RunFolder, resume_from: int | None = None) -> None:
+        self.path = folder.metrics
         rows = read_metrics(self.path) if resume_from is not None and self.path.exists() else []
         rows = [r for r in rows if resume_from is not None and r["iteration"] <= resume_from]
         with self.path.open("w", newline="") as f:
@@ -35,7 +38,7 @@ class MetricsLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+            self.tb = SummaryWriter(log_dir=str(folder.tensorboard))
         except ImportError:  # tensorboard is a dependency; keep training if it is broken
             self.tb = None
 

@@ -7,6 +7,7 @@ proportionally, so ``--iters 6400`` of the paper recipe decays at 3200 and 4800.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from resnetlab.errors import ResnetlabError
@@ -91,16 +92,10 @@ def _depth(model: str) -> int:
 
 def build_config(recipe: str, model: str, overrides: dict[str, Any]) -> TrainConfig:
     """Recipe defaults, rescaled to the requested length, then explicit overrides."""
-    fields = recipe_defaults(recipe, model)
-    base_iters = fields["iters"]
-    iters = overrides.get("iters") or base_iters
-    if iters != base_iters and "milestones" not in overrides:
-        scale = iters / base_iters
-        fields["milestones"] = [max(1, round(m * scale)) for m in fields["milestones"]]
-        if fields.get("warmup") == "linear" and "warmup_iters" not in overrides:
-            fields["warmup_iters"] = max(1, round(fields.get("warmup_iters", 0) * scale))
-    fields.update({k: v for k, v in overrides.items() if v is not None})
-    fields.update(recipe=recipe, model=model, iters=iters)
-    cfg = TrainConfig(**fields)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    base = TrainConfig(**{**recipe_defaults(recipe, model), "recipe": recipe, "model": model})
+    length = given.pop("iters", base.iters)
+    cfg = base.with_length(length, keep=set(given))
+    cfg = dataclasses.replace(cfg, **given)
     cfg.validate()
     return cfg

@@ -11,69 +11,132 @@ from typing import Any
 from resnetlab.errors import ResnetlabError
 from resnetlab.training.config import TrainConfig
 from resnetlab.training.recipes import RECIPES, build_config
+from resnetlab.training.run_folder import RunFolder
 
 # flags that map 1:1 onto TrainConfig fields (dest == field name)
 _FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
-# what may change when resuming a run (the rest comes from its config.json)
-_RESUME_OVERRIDES = {
+# what --resume applies (the rest of a run's settings cannot change mid-run)
+_RESUME_APPLIED = {
     "iters",
+    "epochs",
     "stop_at",
     "log_every",
+    "checkpoint_every",
     "device",
     "threads",
     "data_dir",
+    "strict_data",
     "malloc_tuning",
 }
+_NAMED_DATA = ("cifar10", "cifar100", "cifar100-coarse", "fashion-mnist")
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", Path(text).name or text).strip("-").lower()
 
 
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig fields set on the command line, with lengths checked up front."""
+    given = {k: v for k, v in vars(args).items() if k in _FIELDS and v is not None}
+    for key in ("iters", "epochs"):
+        if key in given and not given[key] > 0:
+            raise ResnetlabError(f"--{key} must be > 0 (got {given[key]})")
+    if "data" in given and given["data"] not in _NAMED_DATA and Path(given["data"]).exists():
+        # a folder path works from any directory (resuming from elsewhere included)
+        given["data"] = str(Path(given["data"]).resolve())
+    return given
+
+
+def _resumed_config(out: Path, given: dict[str, Any]) -> TrainConfig:
+    """The run's own config with what --resume may change applied; anything else that
+    differs is refused in one line rather than silently dropped."""
+    folder = RunFolder(out)
+    if not folder.config.is_file():
+        raise ResnetlabError(f"nothing to resume in {out}: no {folder.config.name} there")
+    saved = TrainConfig.load(folder.config)
+    refused = [
+        f"--{k.replace('_', '-')} ({getattr(saved, k)!r} -> {v!r})"
+        for k, v in given.items()
+        if k not in _RESUME_APPLIED | {"out"} and not _same(k, getattr(saved, k), v)
+    ]
+    if refused:
+        raise ResnetlabError(
+            f"--resume continues {out} as configured and cannot change {', '.join(refused)}; "
+            f"to train with other settings: resnetlab train --config {folder.config} --out NEW"
+        )
+    cfg = dataclasses.replace(saved, out=str(out), stop_at=given.get("stop_at", 0))
+    for k in _RESUME_APPLIED - {"iters", "epochs", "stop_at"}:
+        if k in given:
+            setattr(cfg, k, given[k])
+    if "iters" in given:
+        cfg = dataclasses.replace(cfg.with_length(given["iters"]), epochs=0.0)
+    return cfg
+
+
+def _same(key: str, saved: Any, given: Any) -> bool:
+    if key == "data" and saved != given:  # the same folder, written another way
+        return bool(Path(saved).exists() and Path(saved).resolve() == Path(given).resolve())
+    return bool(saved == given)
+
+
+def _new_config(args: argparse.Namespace, given: dict[str, Any]) -> TrainConfig:
+    if args.config:
+        if "recipe" in given:
+            raise ResnetlabError("--recipe cannot be combined with --config (it has its own)")
+        base = dataclasses.replace(TrainConfig.load(Path(args.config)), out="", stop_at=0)
+        length = given.pop("iters", base.iters)
+        cfg = dataclasses.replace(base.with_length(length, keep=set(given)), **given)
+    else:
+        recipe = given.pop("recipe", None) or "paper"
+        model = given.pop("model", None) or "resnet20"
+        cfg = build_config(recipe, model, given)
+    if not cfg.out:
+        cfg.out = str(Path("runs") / f"{cfg.model}-{_slug(cfg.data)}-{cfg.recipe}")
+    return cfg
+
+
+def _apply_epochs(cfg: TrainConfig, given: dict[str, Any]) -> tuple[TrainConfig, Any]:
+    """--epochs becomes iterations once the training split's size is known; the dataset
+    opened for that is handed on to the trainer."""
+    if "epochs" not in given:
+        return cfg, None
+    from resnetlab.data import open_dataset
+
+    bundle = open_dataset(
+        cfg.data, data_dir=cfg.data_dir, val_size=cfg.val_size, seed=cfg.seed,
+        strict=cfg.strict_data,
+    )  # fmt: skip
+    steps = len(bundle.train.labels) // cfg.batch_size
+    if steps == 0:
+        raise ResnetlabError(
+            f"the training split has fewer images than one batch ({cfg.batch_size}); "
+            "lower --batch-size"
+        )
+    iters = max(1, round(given["epochs"] * steps))
+    return dataclasses.replace(
+        cfg.with_length(iters, keep=set(given)), epochs=given["epochs"]
+    ), bundle
+
+
 def run(args: argparse.Namespace) -> int:
     from resnetlab.training.loop import train
 
-    given = {k: v for k, v in vars(args).items() if k in _FIELDS and v is not None}
+    given = _given(args)
     if args.resume:
         if not args.out:
             raise ResnetlabError("--resume needs --out RUN_DIR (the run to continue)")
-        cfg = TrainConfig.load(Path(args.out) / "config.json")
-        for k, v in given.items():
-            if k in _RESUME_OVERRIDES:
-                setattr(cfg, k, v)
-        if not (Path(args.out) / "checkpoints" / "last.pt").exists():
-            raise ResnetlabError(f"nothing to resume in {args.out}: no checkpoints/last.pt")
-        result = train(cfg, resume=True)
+        cfg = _resumed_config(Path(args.out), given)
     else:
-        if args.config:
-            base = TrainConfig.load(Path(args.config)).to_dict()
-            base.update(given)
-            given = base
-        recipe = given.pop("recipe", None) or "paper"
-        model = given.pop("model", None) or "resnet20"
-        bundle = None
-        if args.epochs:
-            from resnetlab.data import open_dataset
-
-            probe = build_config(recipe, model, given)
-            bundle = open_dataset(
-                probe.data,
-                data_dir=probe.data_dir,
-                val_size=probe.val_size,
-                seed=probe.seed,
-                strict=probe.strict_data,
-            )
-            steps = len(bundle.train.labels) // probe.batch_size
-            given["iters"] = max(1, round(args.epochs * steps))
-        cfg = build_config(recipe, model, given)
-        if not cfg.out:
-            cfg.out = str(Path("runs") / f"{cfg.model}-{_slug(cfg.data)}-{cfg.recipe}")
-        out = Path(cfg.out)
-        if (out / "checkpoints").exists() and any((out / "checkpoints").iterdir()):
-            raise ResnetlabError(
-                f"{out} already holds a run; continue it with --resume or choose another --out"
-            )
-        result = train(cfg, bundle=bundle)
+        cfg = _new_config(args, given)
+    cfg.validate()
+    folder = RunFolder(cfg.out)
+    folder.check_writable()
+    if not args.resume and folder.holds_run():
+        raise ResnetlabError(
+            f"{folder.path} already holds a run; continue it with --resume or choose another --out"
+        )
+    cfg, bundle = _apply_epochs(cfg, given)
+    result = train(cfg, resume=args.resume, bundle=bundle)
     if result.test is not None:
         t = result.test
         print(
@@ -83,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     elif result.val is not None:
         print(f"validation accuracy: {100 * result.val.top1_acc:.2f}% on {result.val.n} images")
     print(f"run folder: {result.run_dir}")
-    return 0 if result.finished or args.stop_at else 3
+    return 3 if result.stopped_by_signal else 0
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,0 +1,89 @@
+"""What a run writes besides checkpoints and metrics: config.json at the start;
+results.json, curves.png and model.safetensors when it finishes."""
+
+from __future__ import annotations
+
+import json
+import platform
+from typing import Any
+
+import torch
+
+import resnetlab
+from resnetlab.training.config import TrainConfig
+from resnetlab.training.distributed import DistInfo
+from resnetlab.training.run_folder import RunFolder, write_text_atomic
+
+
+def write_run_config(
+    folder: RunFolder,
+    cfg: TrainConfig,
+    model_cfg: dict[str, Any],
+    bundle: Any,
+    pre: dict[str, Any],
+    choices: dict[str, Any],
+    dist_info: DistInfo,
+) -> None:
+    """Enough to rerun: ``resnetlab train --config RUN/config.json --out NEW``."""
+
+    def count(split: Any) -> int | None:
+        return len(split.labels) if split is not None and hasattr(split, "labels") else None
+
+    doc = {
+        "train": cfg.to_dict(),
+        "model": model_cfg,
+        "data": {
+            "name": bundle.name,
+            "classes": list(bundle.classes),
+            "train_images": count(bundle.train),
+            "val_images": count(bundle.val),
+            "test_images": count(bundle.test),
+            "preprocessing": {k: v for k, v in pre.items() if k != "mean"},
+        },
+        "environment": {
+            "resnetlab": resnetlab.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "threads": torch.get_num_threads(),
+            "world_size": dist_info.world_size,
+            "choices": choices,
+        },
+    }
+    write_text_atomic(folder.config, json.dumps(doc, indent=2) + "\n")
+
+
+def write_results(folder: RunFolder, result: Any) -> None:
+    doc: dict[str, Any] = {
+        "iteration": result.iteration,
+        "checkpoint": str(result.checkpoint.relative_to(folder.path))
+        if result.checkpoint
+        else None,
+    }
+    for name in ("val", "test"):
+        r = getattr(result, name)
+        if r is not None:
+            doc[name] = {"top1_acc": r.top1_acc, "top5_acc": r.top5_acc, "loss": r.loss, "n": r.n}
+    write_text_atomic(folder.results, json.dumps(doc, indent=2) + "\n")
+
+
+def plot_run_curves(folder: RunFolder, label: str, title: str) -> None:
+    from resnetlab.training.metrics import plot_curves, read_metrics
+
+    plot_curves({label: read_metrics(folder.metrics)}, folder.curves, title=title)
+
+
+def export_weights(folder: RunFolder, model: Any, meta: dict[str, Any], test: Any) -> None:
+    """Final weights in our portable format (safetensors + metadata)."""
+    from resnetlab.interop.weights import save_weights
+    from resnetlab.training import speed
+
+    save_weights(
+        folder.weights,
+        speed.set_memory_format(model, False),  # type: ignore[arg-type]
+        classes=meta["classes"],
+        preprocessing=meta["preprocessing"],
+        recipe=meta["recipe"],
+        metrics={"test_top1_acc": test.top1_acc} if test else {},
+        source=f"resnetlab train ({folder.path.name})",
+    )

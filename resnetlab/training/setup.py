@@ -1,0 +1,266 @@
+"""Setting a run up: folder, processes, data, model, TrainState (fresh or resumed).
+
+``prepare`` does everything before the first step, in the order that finds user errors
+cheapest first (config, then the run folder, then data), and returns a ``Run``: what the
+loop in loop.py needs and nothing it has to rebuild.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from resnetlab.errors import ResnetlabError, TrainingDiverged
+from resnetlab.models import ResNet, model_config
+from resnetlab.training import speed
+from resnetlab.training.checkpoint import load_checkpoint, save_checkpoint
+from resnetlab.training.config import TrainConfig
+from resnetlab.training.distributed import DistInfo, broadcast_object, init_distributed
+from resnetlab.training.evaluate import EvalResult, evaluate, flip_averaged
+from resnetlab.training.metrics import MetricsLog
+from resnetlab.training.outputs import write_run_config
+from resnetlab.training.progress import Progress
+from resnetlab.training.run_folder import RunFolder
+from resnetlab.training.state import TrainState
+
+EVAL_BATCH = 500
+
+
+@dataclass
+class Run:
+    """A prepared run: configuration, where it writes, and the objects it trains with."""
+
+    cfg: TrainConfig
+    folder: RunFolder
+    dist: DistInfo
+    device: torch.device
+    bundle: Any
+    state: TrainState
+    train_loader: Any
+    val_loader: Any
+    test_loader: Any
+    meta: dict[str, Any]
+    model_config: dict[str, Any]
+    train_model: nn.Module
+    autocast: contextlib.AbstractContextManager[Any]
+    criterion: nn.Module
+    progress: Progress
+    metrics: MetricsLog | None = None
+    resumed_from: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def model(self) -> nn.Module:
+        return self.state.model
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Training batches from the state's iteration on, across epochs."""
+        steps = self.state.steps_per_epoch
+        epoch, start = divmod(self.state.iteration, steps)
+        while True:
+            yield from self.train_loader.epoch(epoch, start_batch=start)
+            epoch, start = epoch + 1, 0
+
+    def evaluate(self, loader: Any) -> EvalResult | None:
+        if loader is None:
+            return None
+        model = self.model
+
+        def logits(x: torch.Tensor) -> torch.Tensor:
+            with self.autocast:
+                return model(x)
+
+        model.eval()
+        result = evaluate(flip_averaged(logits) if self.cfg.tta_flip else logits,
+                          loader.epoch(0), self.dist)  # fmt: skip
+        model.train()
+        return result
+
+    def save(self, path: Path, row: dict[str, Any] | None = None) -> None:
+        """The whole TrainState; rank 0 writes, every rank checks the weights are finite."""
+        for t in self.model.state_dict().values():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise TrainingDiverged(
+                    f"weights became non-finite by iteration {self.state.iteration}; stopped, "
+                    f"last good checkpoint kept in {self.folder.checkpoints} "
+                    "(lower --lr or add warm-up)"
+                )
+        if self.dist.is_main:
+            meta = {**self.meta, "metrics": row or {}}
+            save_checkpoint(path, self.state.state_dict(), self.model_config, meta)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ResnetlabError("--device cuda asked for, but no CUDA device is available")
+    return dev
+
+
+def prepare(cfg: TrainConfig, resume: bool, bundle: Any, log: Callable[[str], None]) -> Run:
+    """Everything before the first step. The run folder is locked by rank 0 on return."""
+    from resnetlab.data import make_loader, open_dataset
+
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    dist_info = init_distributed(device.type)
+    if device.type == "cuda" and dist_info.enabled:
+        device = torch.device("cuda", dist_info.local_rank)
+        torch.cuda.set_device(device)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    elif dist_info.enabled and device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist_info.world_size))
+
+    folder = RunFolder(cfg.out)
+    progress = Progress(cfg.iters, cfg.log_every, enabled=dist_info.is_main)
+    if dist_info.is_main:
+        folder.acquire()
+    try:
+        checkpoint_path = _claim(folder, resume, progress.info) if dist_info.is_main else None
+        checkpoint_path = broadcast_object(checkpoint_path, dist_info)
+
+        if bundle is None:
+            progress.info(f"loading data: {cfg.data}")
+            bundle = open_dataset(
+                cfg.data,
+                data_dir=cfg.data_dir,
+                val_size=cfg.val_size,
+                seed=cfg.seed,
+                strict=cfg.strict_data,
+            )
+        for note in getattr(bundle, "notes", []):
+            progress.info(note)
+        pre = bundle.preprocessing(cfg.normalize)
+        mcfg = model_config(
+            cfg.model,
+            num_classes=len(bundle.classes),
+            in_channels=bundle.in_channels,
+            shortcut=cfg.shortcut,
+            zero_init_residual=cfg.zero_init_residual or None,
+        )
+        torch.manual_seed(cfg.seed)
+        model = ResNet(mcfg).to(device)
+        ckpt = load_checkpoint(checkpoint_path) if checkpoint_path is not None else None
+
+        # speed settings: chosen once (by rank 0), recorded in the state, reused on resume
+        choices = (ckpt or {}).get("choices")
+        if choices:
+            progress.info(f"speed settings of this run: {_describe(choices)}")
+        else:
+            choices = None
+            if dist_info.is_main:
+                choices = speed.choose(cfg, model, device, bundle.image_size, bundle.in_channels,
+                                       progress.info)  # fmt: skip
+            choices = broadcast_object(choices, dist_info)
+        assert choices is not None
+        if choices["channels_last"]:
+            speed.set_memory_format(model, True)
+
+        def loader(split: Any, train: bool) -> Any:
+            if split is None:
+                return None
+            return make_loader(
+                split,
+                cfg.batch_size if train else EVAL_BATCH,
+                train=train,
+                preprocessing=pre,
+                device=device,
+                seed=cfg.seed,
+                augment=cfg.augment if train else False,
+                rank=dist_info.rank,
+                world_size=dist_info.world_size,
+                channels_last=choices["channels_last"],
+                strict=cfg.strict_data,
+            )
+
+        train_loader = loader(bundle.train, True)
+        if len(train_loader) == 0:
+            raise ResnetlabError(
+                f"the training split has fewer images than one batch ({cfg.batch_size}); "
+                "lower --batch-size"
+            )
+        optimizer = torch.optim.SGD(
+            model.parameters(),
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov,
+            weight_decay=cfg.weight_decay,
+        )
+        state = TrainState(model, optimizer, len(train_loader), choices=choices)
+        if ckpt is not None:
+            state.load_state_dict(ckpt)
+            progress.info(f"resumed from {checkpoint_path} at iteration {state.iteration}")
+
+        meta = {
+            "classes": list(bundle.classes),
+            "preprocessing": pre.to_dict(),
+            "recipe": cfg.to_dict(),
+            "data": bundle.name,
+        }
+        metrics = None
+        if dist_info.is_main:
+            write_run_config(folder, cfg, mcfg.to_dict(), bundle, pre.to_dict(), choices, dist_info)
+            metrics = MetricsLog(folder, resume_from=state.iteration if ckpt else None)
+    except BaseException:
+        folder.release(discard_if_empty=True)
+        raise
+
+    train_model: nn.Module = model
+    if dist_info.enabled:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if choices["compile"]:
+        train_model = torch.compile(train_model)  # type: ignore[assignment]
+    return Run(
+        cfg=cfg,
+        folder=folder,
+        dist=dist_info,
+        device=device,
+        bundle=bundle,
+        state=state,
+        train_loader=train_loader,
+        val_loader=loader(bundle.val, False),
+        test_loader=loader(bundle.test, False),
+        meta=meta,
+        model_config=mcfg.to_dict(),
+        train_model=train_model,
+        autocast=speed.autocast_context(device, choices["amp"]),
+        criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+        progress=progress,
+        metrics=metrics,
+        resumed_from=checkpoint_path,
+    )
+
+
+def _claim(folder: RunFolder, resume: bool, log: Callable[[str], None]) -> Path | None:
+    """The checkpoint to start from (None: from scratch), after checking the folder suits
+    the request. A folder whose first checkpoint was never completed (killed early) holds
+    nothing to lose: it is started afresh either way."""
+    path = folder.checkpoint_to_resume()
+    if path is None:
+        if folder.config.exists():
+            log(f"{folder.path} holds no completed checkpoint; starting it from the beginning")
+            folder.discard_unstarted()
+        return None
+    if not resume:
+        raise ResnetlabError(
+            f"{folder.path} already holds a run; continue it with --resume or choose another --out"
+        )
+    if path != folder.last:
+        log(f"{folder.last.name} is missing (interrupted write); resuming from {path.name}")
+    return path
+
+
+def _describe(choices: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in choices.items())
