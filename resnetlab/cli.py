@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from resnetlab.errors import ResnetlabError
 
@@ -28,10 +29,19 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse held to the CLI's contract for user errors: one line, ``error: ...``,
+    exit status 2 (argparse's own prints the usage first and prefixes the program name).
+    Sub-command parsers inherit it (argparse creates them with the parent's class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     from resnetlab import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="resnetlab",
         description="Deep residual learning (He et al. 2015): models, training, evidence.",
     )

@@ -67,6 +67,9 @@ def measure(
         bundle = open_dataset(data, data_dir=cache)
         cached = time.perf_counter() - t0
     n_images = sum(len(s) for s in (bundle.train, bundle.val, bundle.test) if s is not None)
+    from resnetlab.benchmarks import check_batches
+
+    check_batches(len(bundle.train), batch_size, data)
     pre = bundle.preprocessing("pixel")
     loader = make_loader(
         bundle.train, batch_size, train=True, preprocessing=pre, device=device, seed=0
@@ -111,6 +114,11 @@ def measure(
 
 
 def run(args: argparse.Namespace) -> int:
+    from resnetlab.benchmarks import check_args
+
+    check_args(
+        positive={"--seconds": args.seconds, "--batch-size": args.batch_size}, device=args.device
+    )
     r = measure(
         args.data,
         data_dir=args.data_dir,

@@ -38,7 +38,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from resnetlab.errors import ResnetlabError
+
 TOLERANCE = 1e-4
+MAX_BATCH, MAX_IMAGE_SIZE = 4096, 4096
 ALL_PATHS = ("eager_nchw", "folded_cl", "folded_cl_compile", "onnxruntime")
 
 
@@ -241,6 +244,19 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from resnetlab.benchmarks import check_args
+
+    check_args(
+        model=args.model,
+        positive={"--seconds": args.seconds, "--image-size": args.image_size},
+        non_negative={"--threads": args.threads},
+    )
+    if not all(1 <= b <= MAX_BATCH for b in args.batch_size):
+        raise ResnetlabError(
+            f"--batch-size values must be in 1..{MAX_BATCH}, got {args.batch_size}"
+        )
+    if args.image_size is not None and args.image_size > MAX_IMAGE_SIZE:
+        raise ResnetlabError(f"--image-size must be at most {MAX_IMAGE_SIZE}")
     if (args.threads or 2) > 1 and "OMP_WAIT_POLICY" not in os.environ:
         print(
             "note: OMP_WAIT_POLICY is unset; on a machine shared with other processes, OpenMP's "

@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from resnetlab.benchmarks import check_batches
 from resnetlab.errors import DataError
 
 
@@ -142,6 +143,7 @@ def measure(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bundle = open_dataset(data, val_size=0)
+    check_batches(len(bundle.train), batch_size, data)
     pre = bundle.preprocessing("channel")
     size, channels = bundle.image_size, bundle.in_channels
     kw = dict(num_classes=len(bundle.classes), in_channels=channels)
@@ -228,6 +230,13 @@ def measure(
 
 
 def run(args: argparse.Namespace) -> int:
+    from resnetlab.benchmarks import check_args
+
+    check_args(
+        model=args.model,
+        positive={"--seconds": args.seconds, "--batch-size": args.batch_size},
+        non_negative={"--workers": args.workers, "--threads": args.threads},
+    )
     if args.threads:
         torch.set_num_threads(args.threads)
     r = measure(

@@ -7,8 +7,16 @@ for x, y in loader.epoch(0): ...
 """
 
 from resnetlab.data.common import DataWarning, FolderSplit, InMemorySplit, default_data_dir
-from resnetlab.data.datasets import NAMED, DatasetBundle, holdout, open_dataset
-from resnetlab.data.loader import InMemoryLoader, StreamingLoader, make_loader
+from resnetlab.data.datasets import (
+    NAMED,
+    DatasetBundle,
+    OpenedSplit,
+    holdout,
+    open_dataset,
+    open_split,
+)
+from resnetlab.data.images import load_image, read_image
+from resnetlab.data.loader import InMemoryLoader, StreamingLoader, make_loader, multiscale_batches
 from resnetlab.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from resnetlab.data.transforms import (
     MULTISCALE_SIDES,
@@ -32,6 +40,7 @@ __all__ = [
     "FolderSplit",
     "InMemoryLoader",
     "InMemorySplit",
+    "OpenedSplit",
     "Preprocessing",
     "StreamingLoader",
     "crop_flip",
@@ -39,10 +48,14 @@ __all__ = [
     "default_data_dir",
     "eval_view",
     "holdout",
+    "load_image",
     "make_loader",
+    "multiscale_batches",
     "multiscale_views",
     "open_dataset",
+    "open_split",
     "pca_lighting",
+    "read_image",
     "ten_crop",
     "ten_crop_view",
     "train_view",

@@ -5,11 +5,16 @@ their official files; anything else is a class-folder root with ``train/`` and
 ``val/`` and/or ``test/``. ``val_size`` holds out a stratified, seeded part of the
 training set (the paper's 45k/5k split, §4.2, is ``val_size=5000``); on a set too small
 for it, a tenth is held out instead and ``DatasetBundle.notes`` says so.
+
+``open_split`` opens one split for evaluation: of a class-folder root it reads only
+that split's folder (train/ only for its class folder names, or entirely when the
+split is a hold-out of it).
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -24,11 +29,19 @@ from resnetlab.data.common import (
     default_data_dir,
     generator,
 )
-from resnetlab.data.folder import SMALL_MAX, folder_split, load_small_split, probe_size, scan_split
+from resnetlab.data.folder import (
+    SMALL_MAX,
+    folder_split,
+    list_classes,
+    load_small_split,
+    probe_size,
+    scan_split,
+)
 from resnetlab.data.preprocess import Preprocessing
 from resnetlab.errors import DataError
 
 NAMED = ("cifar10", "cifar100", "cifar100-coarse", "fashion-mnist")
+NAMED_ALIASES = (*NAMED, "fashion_mnist", "fmnist")  # what open_dataset reads from archives
 LARGE_SIZE, LARGE_RESIZE = 224, 256  # §3.4: 224 crops; single-crop test at shorter side 256
 STATS_SAMPLES = 2000  # streamed images averaged for the mean of a large-image set
 VAL_DIVISOR = 10  # at most a tenth of the training images held out: the paper's 5k of 50k
@@ -228,3 +241,95 @@ def open_dataset(
     return DatasetBundle(
         name, list(classes), channels, size, in_memory, train, val, test, held_out, notes
     )
+
+
+@dataclass
+class OpenedSplit:
+    """One split of a dataset, for evaluation (``open_split``)."""
+
+    name: str
+    classes: list[str]
+    in_channels: int
+    in_memory: bool
+    split: InMemorySplit | FolderSplit
+
+
+def _needs_train(root: Path, split: str, val_size: int) -> bool:
+    """A val split held out of train/ (or the train split it was taken from) is only
+    defined by opening train/."""
+    return split in ("train", "val") and val_size > 0 and not (root / "val").is_dir()
+
+
+def open_split(
+    spec: str | Path,
+    split: Literal["train", "val", "test"],
+    data_dir: str | Path | None = None,
+    *,
+    val_size: int = 0,
+    seed: int = 0,
+    strict: bool = False,
+    download: bool = True,
+    classes: list[str] | None = None,
+    size: int | None = None,
+    resize: int | None = None,
+    stream: bool = False,
+    check: Callable[[list[str], int], None] | None = None,
+) -> OpenedSplit:
+    """One split, decoding nothing else: ``eval`` takes its preprocessing from the model,
+    so the training images (possibly hundreds of thousands) are not needed.
+
+    For a class-folder root only ``<root>/<split>/`` is scanned and read; labels are
+    indices into train/'s class folder names (a listing, no file opened), or, without a
+    train/, into ``classes`` (the model's) when the split's folders are among them,
+    else into the split's own folders. Small images are decoded in memory at ``size``
+    (default: their own) when the view needs no other resize (``resize`` None or
+    equal), else streamed; ``stream`` always streams. Named sets, and a ``val`` split
+    held out of train/ (``val_size``, with the train split it leaves), come from
+    ``open_dataset`` as in training. ``check(classes, channels)`` runs before any image
+    of a folder is decoded, to refuse a dataset that does not fit the model early.
+    """
+    if split not in ("train", "val", "test"):
+        raise DataError(f"split must be train, val or test, not {split!r}")
+    root = Path(spec).expanduser()
+    named = str(spec).strip().lower() in NAMED_ALIASES
+    hold_out = not named and root.is_dir() and _needs_train(root, split, val_size)
+    if hold_out and not (root / "train").is_dir():
+        raise DataError(
+            f"{spec} has no {split} split: {root / split} not found"
+            + ("" if split == "train" else f", nor {root / 'train'} to hold one out of")
+        )
+    if named or hold_out:
+        bundle = open_dataset(spec, data_dir, val_size, seed, strict=strict, download=download)
+        picked = getattr(bundle, split)
+        if picked is None:
+            raise DataError(f"{spec} has no {split} split")
+        if check is not None:
+            check(bundle.classes, bundle.in_channels)
+        return OpenedSplit(
+            bundle.name, bundle.classes, bundle.in_channels, bundle.in_memory, picked
+        )
+    if not root.exists():
+        raise DataError(
+            f"unknown dataset '{spec}': not one of {', '.join(NAMED)} and no such folder"
+        )
+    split_dir = root / split
+    if not split_dir.is_dir():
+        raise DataError(f"{spec} has no {split} split: {split_dir} not found")
+    if (root / "train").is_dir():
+        names = list_classes(root / "train")
+    else:
+        own = list_classes(split_dir)
+        names = list(classes) if classes and set(own) <= set(classes) else own
+    if check is not None:
+        check(names, 3)
+    scan = scan_split(split_dir, names)
+    h, w = probe_size(scan.root, scan.files)
+    size = size or min(h, w)
+    in_memory = max(h, w) <= SMALL_MAX and not stream and resize in (None, size)
+    data: InMemorySplit | FolderSplit
+    if in_memory:
+        ddir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+        data = load_small_split(scan, size, ddir / "cache", strict=strict)
+    else:
+        data = folder_split(scan, strict=strict)
+    return OpenedSplit(root.resolve().name, names, 3, in_memory, data)

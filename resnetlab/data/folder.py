@@ -22,22 +22,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm import tqdm
 
 from resnetlab.data.common import DataWarning, FolderSplit, InMemorySplit, report_skipped
+from resnetlab.data.images import DECODE_ERRORS, open_image, read_image, to_mode
+from resnetlab.data.transforms import eval_view
 from resnetlab.errors import DataError
 
 SMALL_MAX = 64  # images up to this side live in memory
-CACHE_VERSION = "resnetlab-folder-v2"  # v2: checksum and skipped files in the header
-_DECODE_ERRORS = (
-    UnidentifiedImageError,
-    OSError,
-    SyntaxError,
-    ValueError,
-    EOFError,
-    Image.DecompressionBombError,
-)
+# v2: checksum and skipped files in the header; v3: decoded by images.read_image (EXIF
+# orientation applied, 16-bit always scaled), so older caches may hold other pixels
+CACHE_VERSION = "resnetlab-folder-v3"
+_DECODE_ERRORS = DECODE_ERRORS
 
 
 @dataclass
@@ -127,13 +124,8 @@ def scan_split(split_dir: Path, classes: list[str] | None = None) -> ScannedSpli
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
-    """Any Pillow mode as RGB; 16/32-bit greyscale scaled down to 8 bits first."""
-    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        arr = np.asarray(im, dtype=np.float64)
-        if arr.size and arr.max() > 255:
-            arr = arr / (65535.0 / 255.0)
-        im = Image.fromarray(arr.clip(0, 255).round().astype(np.uint8), "L")
-    return im if im.mode == "RGB" else im.convert("RGB")
+    """Any Pillow mode as RGB (``images.to_mode``)."""
+    return to_mode(im, "RGB")
 
 
 def probe_size(root: Path, files: list[tuple[str, int]], limit: int = 64) -> tuple[int, int]:
@@ -142,7 +134,7 @@ def probe_size(root: Path, files: list[tuple[str, int]], limit: int = 64) -> tup
     sizes: Counter[tuple[int, int]] = Counter()
     for rel, _ in files[::step][:limit]:
         try:
-            with Image.open(root / rel) as im:
+            with open_image(root / rel) as im:  # header only: the size
                 sizes[(im.height, im.width)] += 1
         except _DECODE_ERRORS:
             continue
@@ -151,34 +143,10 @@ def probe_size(root: Path, files: list[tuple[str, int]], limit: int = 64) -> tup
     return sizes.most_common(1)[0][0]
 
 
-_FORMAT_HINT = {".jpg": ("JPEG",), ".jpeg": ("JPEG",), ".png": ("PNG",)}
-
-
-def open_image(path: str) -> Image.Image:
-    """``Image.open``, trying the format the extension names first (format sniffing is a
-    large share of the cost of a 32x32 JPEG), then every format Pillow knows."""
-    hint = _FORMAT_HINT.get(os.path.splitext(path)[1].lower())
-    if hint:
-        try:
-            return Image.open(path, formats=hint)
-        except UnidentifiedImageError:
-            pass
-    return Image.open(path)
-
-
 def _decode_small(path: str, size: int) -> tuple[np.ndarray, bool]:
     """uint8 [3,size,size]; second value True when the image had to be resized/cropped."""
-    with open_image(path) as src:
-        im = to_rgb(src)
-        im.load()
-        resized = im.size != (size, size)
-        if resized:
-            scale = size / min(im.size)
-            w, h = max(size, round(im.width * scale)), max(size, round(im.height * scale))
-            im = im.resize((w, h), Image.Resampling.BILINEAR)
-            left, top = (w - size) // 2, (h - size) // 2
-            im = im.crop((left, top, left + size, top + size))
-        return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1), resized
+    im = read_image(path, "RGB", shorter=size)
+    return eval_view(im, size, size), im.size != (size, size)
 
 
 def _decode_chunk(

@@ -4,7 +4,8 @@ For training the sample order is a function of (seed, epoch) and the augmentatio
 (seed, epoch, batch index), so ``epoch(e, start_batch=k)`` replays batches k, k+1, ...
 exactly (resume). ``batch_size`` is global: with ``world_size`` W, rank r gets rows
 [r*B/W, (r+1)*B/W) of the very batch (and augmentation) one process would get.
-Evaluation is ordered and unaugmented; each rank gets one contiguous shard.
+Evaluation is ordered and unaugmented; each rank gets one contiguous shard, so over
+any number of processes every image is evaluated exactly once.
 """
 
 from __future__ import annotations
@@ -13,17 +14,24 @@ import contextlib
 import math
 import os
 import warnings
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
-from PIL import Image
 
 from resnetlab.data.common import DataWarning, FolderSplit, InMemorySplit, derive_seed, generator
-from resnetlab.data.folder import _DECODE_ERRORS, to_rgb
+from resnetlab.data.images import DECODE_ERRORS, read_image
 from resnetlab.data.preprocess import Preprocessing
-from resnetlab.data.transforms import crop_flip, crop_flip_params, eval_view, train_view
+from resnetlab.data.transforms import (
+    MULTISCALE_SIDES,
+    crop_flip,
+    crop_flip_params,
+    eval_view,
+    multiscale_views,
+    ten_crop_view,
+    train_view,
+)
 from resnetlab.errors import DataError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -48,18 +56,16 @@ class _Plan:
             raise DataError(f"batch size must be positive, got {batch_size}")
         if world_size < 1 or not 0 <= rank < world_size:
             raise DataError(f"rank {rank} is not in [0, world size {world_size})")
-        if batch_size % world_size:
-            raise DataError(
-                f"global batch size {batch_size} is not divisible by world size {world_size}"
-            )
+        if shuffle:
+            check_global_batch(batch_size, world_size)
         self.n, self.batch, self.shuffle, self.drop_last = n, batch_size, shuffle, drop_last
         self.rank, self.world, self.seed = rank, world_size, seed
         if shuffle:  # global batches, each sliced by rank
             full, rest = divmod(n, batch_size)
             self.length = full + (1 if rest >= world_size and not drop_last else 0)
-        else:  # a contiguous shard per rank, batches of B/W
+        else:  # a contiguous shard per rank (every image once), batches of at most B/W
             self.lo, self.hi = rank * n // world_size, (rank + 1) * n // world_size
-            per = batch_size // world_size
+            self.per = per = max(1, batch_size // world_size)
             self.length = (
                 (self.hi - self.lo) // per if drop_last else math.ceil((self.hi - self.lo) / per)
             )
@@ -80,9 +86,30 @@ class _Plan:
                 m = len(idx)
                 yield b, idx, self.rank * m // self.world, (self.rank + 1) * m // self.world
             else:
-                per = self.batch // self.world
+                per = self.per
                 idx = order[self.lo + b * per : min(self.hi, self.lo + (b + 1) * per)]
                 yield b, idx, 0, len(idx)
+
+
+def check_global_batch(batch_size: int, world_size: int) -> None:
+    """Training batches are split evenly over the processes (so that W processes see
+    exactly the images one process would); say which sizes work when they cannot be."""
+    if batch_size % world_size:
+        raise DataError(
+            f"the global batch size {batch_size} is not divisible by world size {world_size} "
+            f"(it is split evenly over the processes); batch sizes that split, near it: "
+            f"{_near_multiples(batch_size, world_size)}; world sizes that split {batch_size}: "
+            f"{_divisors(batch_size)}"
+        )
+
+
+def _near_multiples(batch: int, world: int) -> str:
+    lower = batch // world * world
+    return ", ".join(str(b) for b in (lower, lower + world) if b > 0)
+
+
+def _divisors(n: int) -> str:
+    return ", ".join(str(d) for d in range(1, n + 1) if n % d == 0 and d <= 64)
 
 
 def _affine(
@@ -91,14 +118,14 @@ def _affine(
     """(scale, bias) with normalized = uint8 * scale + bias, i.e. (x/255 - mean) / std."""
     if pre.channels != c:
         raise DataError(f"preprocessing expects {pre.channels} channel(s) but the data has {c}")
-    mean, std = pre.mean_tensor(), pre.std_tensor()
-    if mean.shape[0] != c or std.shape[0] != c:
+    scale, bias = pre.affine()
+    if bias.shape[0] != c or scale.shape[0] != c:
         raise DataError(
-            f"preprocessing mean/std have {mean.shape[0]}/{std.shape[0]} channels, data has {c}"
+            f"preprocessing mean/std have {bias.shape[0]}/{scale.shape[0]} channels, data has {c}"
         )
-    if mean.shape[1:] not in ((1, 1), (h, w)):
-        raise DataError(f"per-pixel mean is {tuple(mean.shape[1:])}, images are {h}x{w}")
-    return (1.0 / (255.0 * std)).to(device), (-mean / std).to(device)
+    if bias.shape[1:] not in ((1, 1), (h, w)):
+        raise DataError(f"per-pixel mean is {tuple(bias.shape[1:])}, images are {h}x{w}")
+    return scale.to(device), bias.to(device)
 
 
 @contextlib.contextmanager
@@ -230,36 +257,64 @@ class InMemoryLoader(_PlannedLoader):
 # ---------------------------------------------------------------- streaming
 
 
+View = Literal["center", "ten_crop", "multi_scale"]
+TRAIN_SCALE = (256, 480)  # §3.4: shorter side drawn from [256, 480] for training
+
+
 class _FolderDataset(torch.utils.data.Dataset[Any]):
     """Decodes one sample for a key (index, seed, epoch, batch, position); failures come
-    back as data (label -1 and a message), never as an exception inside a worker."""
+    back as data (label -1 and a message), never as an exception inside a worker.
 
-    def __init__(self, split: FolderSplit, augment: bool, size: int, resize: int) -> None:
+    Every view starts from ``images.read_image`` (the decoding ``predict`` uses):
+    augmented (§3.4 training), ``center`` (shorter side ``resize``, centre ``size``
+    crop), ``ten_crop`` (uint8 [10,3,size,size]) or ``multi_scale`` (a list of whole
+    images [3,H,W], shorter side at each of ``sides``)."""
+
+    def __init__(
+        self,
+        split: FolderSplit,
+        augment: bool,
+        size: int,
+        resize: int,
+        *,
+        view: View = "center",
+        sides: Sequence[int] = MULTISCALE_SIDES,
+    ) -> None:
         self.samples, self.augment, self.size, self.resize = split.samples, augment, size, resize
+        self.view, self.sides = view, tuple(sides)
+        # the largest shorter side a view needs: JPEG draft decoding may go down to it
+        if augment:
+            self.shorter = TRAIN_SCALE[1]
+        else:
+            self.shorter = max(self.sides) if view == "multi_scale" else resize
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: tuple[int, int, int, int, int]) -> tuple[np.ndarray, int, str]:
+    def __getitem__(
+        self, key: tuple[int, int, int, int, int]
+    ) -> tuple[np.ndarray | list[np.ndarray], int, str]:
         i, seed, epoch, batch, pos = key
         path, label = self.samples[i]
         try:
-            with Image.open(path) as im:
-                im.draft("RGB", (self.resize, self.resize)) if im.format == "JPEG" else None
-                rgb = to_rgb(im)
-                rgb.load()
+            im = read_image(path, "RGB", shorter=self.shorter)
+            arr: np.ndarray | list[np.ndarray]
             if self.augment:
                 rng = np.random.default_rng(derive_seed(seed, epoch, batch, pos, _AUG_STREAM))
-                arr = train_view(rgb, rng, crop=self.size)
+                arr = train_view(im, rng, scale=TRAIN_SCALE, crop=self.size)
+            elif self.view == "ten_crop":
+                arr = ten_crop_view(im, self.resize, self.size)
+            elif self.view == "multi_scale":
+                arr = [t[0].numpy() for t in multiscale_views(im, self.sides, flip=False)]
             else:
-                arr = eval_view(rgb, self.resize, self.size)
+                arr = eval_view(im, self.resize, self.size)
             return arr, label, ""
-        except _DECODE_ERRORS as e:
+        except DECODE_ERRORS as e:
             return np.zeros((3, self.size, self.size), np.uint8), -1, f"{path}: {e}"
 
 
 def _collate(
-    items: list[tuple[np.ndarray, int, str]],
+    items: list[tuple[Any, int, str]],
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     good = [it for it in items if not it[2]]
     errors = [it[2] for it in items if it[2]]
@@ -270,10 +325,48 @@ def _collate(
     return x, y, errors
 
 
+def _collate_lists(
+    items: list[tuple[Any, int, str]],
+) -> tuple[list[list[torch.Tensor]], torch.Tensor, list[str]]:
+    """For views of different sizes: per image, its list of uint8 tensors."""
+    good = [it for it in items if not it[2]]
+    views = [[torch.from_numpy(a) for a in it[0]] for it in good]
+    y = torch.tensor([it[1] for it in good], dtype=torch.int64)
+    return views, y, [it[2] for it in items if it[2]]
+
+
+def _stream(
+    dataset: _FolderDataset,
+    keys: list[list[tuple[int, int, int, int, int]]],
+    *,
+    workers: int,
+    collate: Any,
+    strict: bool,
+    pin_memory: bool = False,
+) -> Iterator[Any]:
+    """Batches of ``dataset`` for ``keys`` through DataLoader workers; unreadable images
+    are skipped with a warning per batch, or refused with ``strict``."""
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=keys,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+    )
+    for x, y, errors in loader:
+        if errors:
+            msg = f"skipped {len(errors)} unreadable image(s) (first: {errors[0]})"
+            if strict:
+                raise DataError(msg.replace("skipped", "found", 1))
+            warnings.warn(msg, DataWarning, stacklevel=3)
+        yield x, y
+
+
 class StreamingLoader(_PlannedLoader):
     """Large images through DataLoader workers (§3.4 augmentation for training; shorter
-    side 256 + center 224 crop for evaluation), with the same plan as ``InMemoryLoader``:
-    the rank slicing plays the role of a DistributedSampler."""
+    side 256 + center 224 crop for evaluation, or with ``view="ten_crop"`` the 10-crop
+    test as [N,10,3,224,224] batches), with the same plan as ``InMemoryLoader``: the
+    rank slicing plays the role of a DistributedSampler."""
 
     def __init__(
         self,
@@ -291,12 +384,13 @@ class StreamingLoader(_PlannedLoader):
         channels_last: bool = False,
         workers: int | None = None,
         strict: bool = False,
+        view: Literal["center", "ten_crop"] = "center",
     ) -> None:
         self.split, self.train, self.seed, self.strict = split, train, seed, strict
         self.device = torch.device(device)
         self.augment = train if augment is None else augment
         self.channels_last = channels_last
-        self.workers = min(8, os.cpu_count() or 1) if workers is None else workers
+        self.workers = default_workers() if workers is None else workers
         super().__init__(
             len(split),
             batch_size,
@@ -307,7 +401,9 @@ class StreamingLoader(_PlannedLoader):
             seed=seed,
         )
         size = preprocessing.size
-        self.dataset = _FolderDataset(split, self.augment, size, preprocessing.resize or size)
+        self.dataset = _FolderDataset(
+            split, self.augment, size, preprocessing.resize or size, view=view
+        )
         self.scale, self.bias = _affine(preprocessing, 3, size, size, self.device)
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
@@ -315,24 +411,51 @@ class StreamingLoader(_PlannedLoader):
             [(int(idx[j]), self.seed, epoch, b, j) for j in range(lo, hi)]
             for b, idx, lo, hi in self.plan.batches(epoch, start_batch)
         ]
-        loader = torch.utils.data.DataLoader(
+        batches = _stream(
             self.dataset,
-            batch_sampler=keys,
-            num_workers=self.workers,
-            collate_fn=_collate,
+            keys,
+            workers=self.workers,
+            collate=_collate,
+            strict=self.strict,
             pin_memory=self.device.type == "cuda",
         )
-        for x, y, errors in loader:
-            if errors:
-                msg = f"skipped {len(errors)} unreadable image(s) (first: {errors[0]})"
-                if self.strict:
-                    raise DataError(msg.replace("skipped", "found", 1))
-                warnings.warn(msg, DataWarning, stacklevel=2)
+        for x, y in batches:
             x = x.to(self.device, non_blocking=True)
             out = torch.addcmul(self.bias, x.float(), self.scale) if x.shape[0] else x.float()
-            if self.channels_last:
+            if self.channels_last and out.dim() == 4:
                 out = out.contiguous(memory_format=torch.channels_last)
             yield out, y.to(self.device, non_blocking=True)
+
+
+def default_workers() -> int:
+    return min(8, os.cpu_count() or 1)
+
+
+def multiscale_batches(
+    split: FolderSplit,
+    batch_size: int,
+    sides: Sequence[int] = MULTISCALE_SIDES,
+    *,
+    workers: int | None = None,
+    strict: bool = False,
+) -> Iterator[tuple[list[list[torch.Tensor]], torch.Tensor]]:
+    """The images of ``split`` in order, ``batch_size`` at a time, each as uint8 whole
+    images [3,H,W] with the shorter side at each of ``sides`` (the fully-convolutional
+    multi-scale test, §3.4 and Table 4), decoded in DataLoader workers: streamed, never
+    the whole split in memory. Labels come with them; unreadable images are skipped
+    with a warning (refused with ``strict``)."""
+    plan = _Plan(
+        len(split), batch_size, shuffle=False, drop_last=False, rank=0, world_size=1, seed=0
+    )
+    keys = [[(int(i), 0, 0, b, 0) for i in idx] for b, idx, _, _ in plan.batches(0, 0)]
+    dataset = _FolderDataset(split, False, min(sides), min(sides), view="multi_scale", sides=sides)
+    yield from _stream(
+        dataset,
+        keys,
+        workers=default_workers() if workers is None else workers,
+        collate=_collate_lists,
+        strict=strict,
+    )
 
 
 def make_loader(

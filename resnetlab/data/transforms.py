@@ -96,16 +96,20 @@ def resize_shorter(im: Image.Image, side: int) -> Image.Image:
 
 
 def _chw(im: Image.Image) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1))
+    """uint8 [C,H,W] for an RGB (C=3) or greyscale (C=1) image; a writable copy."""
+    arr = np.asarray(im, dtype=np.uint8)
+    return np.array(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1), order="C")
 
 
 def center_crop(im: Image.Image, size: int) -> Image.Image:
+    if im.size == (size, size):
+        return im
     left, top = (im.width - size) // 2, (im.height - size) // 2
     return im.crop((left, top, left + size, top + size))
 
 
 def eval_view(im: Image.Image, resize: int = 256, crop: int = 224) -> np.ndarray:
-    """Standard single-crop test view: shorter side to 256, center 224 crop."""
+    """Standard single-crop test view: shorter side to 256, center 224 crop (§3.4)."""
     return _chw(center_crop(resize_shorter(im, resize), crop))
 
 

@@ -69,7 +69,7 @@ def _train_config(args: argparse.Namespace, spec: RunSpec, out: Path) -> Any:
         log_every=args.log_every,
         device=args.device,
     )
-    if args.eval_points:
+    if args.eval_points is not None:
         overrides["eval_points"] = args.eval_points
     if args.smoke:
         overrides.update(
@@ -187,10 +187,7 @@ def degradation(args: argparse.Namespace, out: Path) -> None:
 
     # ResNets train first: their comparison is the one in doubt at small budgets, so
     # a user watching the run learns it before the plain nets' hour.
-    specs = [
-        RunSpec(f"{kind}{d}", f"{kind}{d}") for kind in ("resnet", "plain") for d in args.depths
-    ]
-    outcomes = run_all(args, specs, out)
+    outcomes = run_all(args, _specs(args), out)
     outcomes.sort(key=lambda o: o.spec.model.startswith("resnet"))  # table: plain first
     plot_degradation(outcomes, out / "degradation.png")
     lines = [
@@ -225,7 +222,7 @@ def _degradation_verdict(outcomes: list[RunOutcome], depths: list[int]) -> str:
 
 
 def cifar_table(args: argparse.Namespace, out: Path) -> None:
-    outcomes = run_all(args, [RunSpec(m, m) for m in args.models], out)
+    outcomes = run_all(args, _specs(args), out)
     lines = [
         _header(args, "CIFAR-10 ResNets (Table 6)"),
         "| model | depth | params | test error % | paper params | paper test error % |",
@@ -246,8 +243,7 @@ def cifar_table(args: argparse.Namespace, out: Path) -> None:
 def shortcuts(args: argparse.Namespace, out: Path) -> None:
     from resnetlab.experiments.figures import plot_runs
 
-    specs = [RunSpec(f"{args.model}-{s}", args.model, shortcut=s) for s in ("A", "B", "C")]
-    outcomes = run_all(args, specs, out)
+    outcomes = run_all(args, _specs(args), out)
     plot_runs(
         {o.spec.name: o.rows for o in outcomes},
         out / "shortcuts.png",
@@ -271,18 +267,7 @@ def responses(args: argparse.Namespace, out: Path) -> None:
     from resnetlab.experiments.figures import plot_responses
     from resnetlab.experiments.responses import layer_response_stds
 
-    checkpoints = [Path(c) for c in args.checkpoints]
-    if not checkpoints:
-        runs_dir = out.parent / "degradation" / "runs"
-        folders = [RunFolder(d) for d in sorted(runs_dir.glob("*")) if d.is_dir()]
-        checkpoints = [
-            f.best if f.best.exists() else f.last for f in folders if f.checkpoint_to_resume()
-        ]
-    if not checkpoints:
-        raise ResnetlabError(
-            "no checkpoints given and none found under "
-            f"{out.parent / 'degradation' / 'runs'}; run 'reproduce degradation' first"
-        )
+    checkpoints = _response_checkpoints(args, out)
     stds = {}
     for ckpt in checkpoints:
         name = ckpt.parent.parent.name if ckpt.parent.name == CHECKPOINTS else ckpt.stem
@@ -316,12 +301,59 @@ EXPERIMENTS = {
 }
 
 
+def _specs(args: argparse.Namespace) -> list[RunSpec]:
+    """The training runs an experiment needs (none for responses, which reads checkpoints)."""
+    if args.experiment == "degradation":
+        # ResNets train first: their comparison is the one in doubt at small budgets, so
+        # a user watching the run learns it before the plain nets' hour.
+        kinds = ("resnet", "plain")
+        return [RunSpec(f"{k}{d}", f"{k}{d}") for k in kinds for d in args.depths]
+    if args.experiment == "cifar-table":
+        return [RunSpec(m, m) for m in args.models]
+    if args.experiment == "shortcuts":
+        return [RunSpec(f"{args.model}-{s}", args.model, shortcut=s) for s in ("A", "B", "C")]
+    return []
+
+
+def _response_checkpoints(args: argparse.Namespace, out: Path) -> list[Path]:
+    """The checkpoints given, or the degradation runs' best (else last) ones."""
+    checkpoints = [Path(c) for c in args.checkpoints or []]
+    for c in checkpoints:
+        if not c.is_file():
+            raise ResnetlabError(f"checkpoint not found: {c}")
+    if not checkpoints:
+        runs_dir = out.parent / "degradation" / "runs"
+        folders = [RunFolder(d) for d in sorted(runs_dir.glob("*")) if d.is_dir()]
+        checkpoints = [
+            f.best if f.best.exists() else f.last for f in folders if f.checkpoint_to_resume()
+        ]
+    if not checkpoints:
+        raise ResnetlabError(
+            f"no checkpoints given and none found under {out.parent / 'degradation' / 'runs'}; "
+            "run 'reproduce degradation' first"
+        )
+    return checkpoints
+
+
+def _check(args: argparse.Namespace, out: Path) -> None:
+    """Every user error found before anything is written or trained."""
+    from resnetlab.data.datasets import NAMED
+
+    if args.experiment == "responses":
+        _response_checkpoints(args, out)
+    if args.data not in NAMED and not Path(args.data).exists():
+        raise ResnetlabError(f"no dataset at {args.data} (a name: {', '.join(NAMED)}, or a folder)")
+    for spec in _specs(args):
+        _train_config(args, spec, out)  # validates model, depth, length
+
+
 def run(args: argparse.Namespace) -> int:
     if args.smoke and args.iters is None:
         args.iters = SMOKE["iters"]
     # a smoke run must never land in (or be refused by) the committed reports
     default_root = Path("runs") / "smoke" if args.smoke else Path("reports")
     out = Path(args.out or default_root / args.experiment)
+    _check(args, out)
     out.mkdir(parents=True, exist_ok=True)
     EXPERIMENTS[args.experiment](args, out)
     return 0

@@ -8,15 +8,18 @@ is checked against PyTorch with ONNX Runtime before the command reports success.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from resnetlab.atomic import check_writable, write_atomic
 from resnetlab.errors import CheckpointError
 from resnetlab.interop.weights import META_KEY
 
@@ -43,14 +46,14 @@ def export_onnx(
     image_size: int | None = None,
     dynamic_batch: bool = False,
     batch_size: int = 1,
+    verify: Callable[[Path], object] | None = None,
 ) -> Path:
     """Export ``model`` (eval mode) to ONNX with the dynamo exporter; ``meta`` goes in metadata_props.
 
     Without ``dynamic_batch`` the input batch is fixed at ``batch_size`` (fastest for
-    ONNX Runtime); with it the first dimension is symbolic ("batch").
+    ONNX Runtime); with it the first dimension is symbolic ("batch"). The file appears
+    under ``path`` only once written in full and, if given, ``verify(tmp_path)`` passed.
     """
-    import onnx
-
     model = model.eval()
     x = _example_input(model, meta, image_size, 2 if dynamic_batch else batch_size)
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
@@ -76,10 +79,8 @@ def export_onnx(
         entry = proto.metadata_props.add()
         entry.key, entry.value = META_KEY, json.dumps(meta)
     proto.producer_name = "resnetlab"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(proto, str(path))
-    return path
+    data = proto.SerializeToString()
+    return write_atomic(path, lambda f: f.write(data), verify)
 
 
 def onnx_max_abs_diff(path: str | Path, model: nn.Module, x: torch.Tensor) -> float:
@@ -111,14 +112,25 @@ def export_torchscript(
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, (x,), check_trace=True)
         extra = {TORCHSCRIPT_META_FILE: json.dumps(meta or {})}
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.jit.save(traced, str(path), _extra_files=extra)
-    return path
+        buffer = io.BytesIO()  # serialised here, so that a write error is a Python OSError
+        torch.jit.save(traced, buffer, _extra_files=extra)
+    return write_atomic(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def default_out(checkpoint: Path, fmt: str) -> Path:
     return checkpoint.with_name(checkpoint.stem + (".onnx" if fmt == "onnx" else ".torchscript.pt"))
+
+
+MAX_BATCH = 4096  # as the dynamic batch dimension's bound
+
+
+def check_export_args(checkpoint: str | Path, out: str | Path, batch_size: int) -> None:
+    """Refuse bad flags before the model is loaded or traced."""
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise CheckpointError(f"--batch-size must be in 1..{MAX_BATCH}, got {batch_size}")
+    check_writable(out)
+    if Path(out).resolve() == Path(checkpoint).resolve():
+        raise CheckpointError(f"--out {out} is the input checkpoint; choose another file")
 
 
 def export_file(
@@ -129,9 +141,16 @@ def export_file(
     dynamic_batch: bool = False,
     batch_size: int = 1,
 ) -> tuple[Path, float | None]:
-    """Export a .safetensors or training checkpoint; returns (path, ONNX max abs diff or None)."""
+    """Export a .safetensors or training checkpoint; returns (path, ONNX max abs diff or None).
+
+    An ONNX file is checked with ONNX Runtime before it is renamed into place, so a
+    file under the final name has always passed the check."""
     from resnetlab.interop.loading import load_model_file
 
+    if fmt not in ("onnx", "torchscript"):
+        raise CheckpointError(f"unknown export format {fmt!r}; choose onnx or torchscript")
+    path = Path(out) if out else default_out(Path(checkpoint), fmt)
+    check_export_args(checkpoint, path, batch_size)
     loaded = load_model_file(checkpoint)
     model = loaded.torch_model
     meta = dict(loaded.meta)
@@ -143,18 +162,23 @@ def export_file(
     meta.setdefault("format", "resnetlab-weights")
     meta.setdefault("format_version", 1)
     meta["exported_from"] = Path(checkpoint).name
-    path = Path(out) if out else default_out(Path(checkpoint), fmt)
-    if fmt == "onnx":
-        export_onnx(model, path, meta=meta, dynamic_batch=dynamic_batch, batch_size=batch_size)
-        n = 3 if dynamic_batch else batch_size  # check a batch size other than the example's
-        x = _example_input(model, meta, None, n)
-        diff = onnx_max_abs_diff(path, model, x)
-        if diff > ONNX_TOLERANCE:
-            raise RuntimeError(f"ONNX Runtime output differs from PyTorch by {diff:.2e} (> 1e-4)")
-        return path, diff
     if fmt == "torchscript":
         return export_torchscript(model, path, meta=meta, batch_size=batch_size), None
-    raise CheckpointError(f"unknown export format {fmt!r}; choose onnx or torchscript")
+    n = 3 if dynamic_batch else batch_size  # check a batch size other than the example's
+    x = _example_input(model, meta, None, n)
+    diffs = []
+
+    def check(tmp: Path) -> None:
+        diffs.append(onnx_max_abs_diff(tmp, model, x))
+        if diffs[-1] > ONNX_TOLERANCE:
+            raise RuntimeError(
+                f"ONNX Runtime output differs from PyTorch by {diffs[-1]:.2e} (> 1e-4)"
+            )
+
+    export_onnx(
+        model, path, meta=meta, dynamic_batch=dynamic_batch, batch_size=batch_size, verify=check
+    )
+    return path, diffs[-1]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,8 +8,17 @@ from resnetlab.errors import CheckpointError
 
 
 def _check_out(args: argparse.Namespace) -> None:
+    """Refuse an output we could not write before the checkpoint is read and converted."""
+    from pathlib import Path
+
+    from resnetlab.atomic import check_writable
+
     if args.out and not str(args.out).endswith(".safetensors"):
         raise CheckpointError(f"--out must end in .safetensors, got {args.out}")
+    out = Path(args.out) if args.out else Path(args.path).with_suffix(".safetensors")
+    if out.resolve() == Path(args.path).resolve():
+        raise CheckpointError(f"{out} is the input file; give another --out")
+    check_writable(out)
 
 
 def run_akamaster(args: argparse.Namespace) -> int:

@@ -8,7 +8,6 @@ them all alike; none of them ever executes code stored in the file.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +19,19 @@ from torch import nn
 from resnetlab.data.preprocess import Preprocessing
 from resnetlab.errors import CheckpointError
 from resnetlab.interop.safe_load import safe_torch_load
-from resnetlab.interop.weights import META_KEY, load_weights, model_from_state
+from resnetlab.interop.weights import (
+    META_KEY,
+    check_format_version,
+    fill_model,
+    load_weights,
+    meta_model,
+    parse_config,
+    parse_json,
+    parse_meta,
+)
 from resnetlab.models import ResNet
+from resnetlab.training.checkpoint import FORMAT as CHECKPOINT_FORMAT
 
-CHECKPOINT_FORMAT = "resnetlab-checkpoint"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".th")
 # wrappers that prefix state-dict keys: DataParallel/DDP ("module."), torch.compile ("_orig_mod.")
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -104,23 +112,11 @@ def _strip_prefixes(state: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _meta_parts(
-    meta: dict[str, Any], num_classes: int, where: str
-) -> tuple[list[str], Preprocessing]:
-    classes = meta.get("classes") or [f"class_{i}" for i in range(num_classes)]
-    if len(classes) != num_classes:
-        raise CheckpointError(f"{where}: {len(classes)} class names for {num_classes} outputs")
-    try:
-        pre = Preprocessing.from_dict(meta["preprocessing"]) if meta.get("preprocessing") else None
-    except TypeError as e:
-        raise CheckpointError(f"{where}: invalid preprocessing metadata ({e})") from None
-    if pre is None:
-        raise CheckpointError(f"{where}: no preprocessing recorded; cannot feed the model safely")
-    return [str(c) for c in classes], pre
-
-
 def load_training_checkpoint(path: str | Path) -> LoadedModel:
-    """A trainer checkpoint (``torch.save``d dict), read without unpickling arbitrary objects."""
+    """A trainer checkpoint (``torch.save``d dict), read without unpickling arbitrary objects.
+
+    Its config, class names and preprocessing are checked, and the tensors compared with
+    the model on the meta device, before any parameter is allocated."""
     ckpt = safe_torch_load(path)
     where = str(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
@@ -128,19 +124,23 @@ def load_training_checkpoint(path: str | Path) -> LoadedModel:
         if isinstance(ckpt, dict) and ("state_dict" in ckpt or "conv1.weight" in ckpt):
             hint = " (a third-party state dict? convert it with 'resnetlab import ...')"
         raise CheckpointError(f"{where} is not a resnetlab training checkpoint{hint}")
-    if int(ckpt.get("format_version", -1)) > 1:
-        raise CheckpointError(f"{where}: checkpoint format_version is newer than this resnetlab")
+    check_format_version(ckpt.get("format_version"), 1, where)
     for key in ("model_config", "model"):
         if key not in ckpt:
             raise CheckpointError(f"{where}: checkpoint lacks {key!r}")
     state = ckpt["model"]
     if not isinstance(state, Mapping) or not all(
-        isinstance(v, torch.Tensor) for v in state.values()
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         raise CheckpointError(f"{where}: 'model' is not a state dict of tensors")
-    model = model_from_state(ckpt["model_config"], _strip_prefixes(state), where)
-    meta = dict(ckpt.get("meta") or {})
-    classes, pre = _meta_parts(meta, model.config.num_classes, where)
+    meta = ckpt.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{where}: 'meta' is not a dict")
+    meta = dict(meta)
+    config = parse_config(ckpt["model_config"], where)
+    classes, pre = parse_meta(meta, config.num_classes, config.in_channels, where)
+    state = _strip_prefixes(state)
+    model = fill_model(meta_model(config, state, where), state, where)
     meta.setdefault("model_config", model.config.to_dict())
     return LoadedModel(model, classes, pre, meta, Path(path), "checkpoint")
 
@@ -159,22 +159,37 @@ def read_onnx_meta(path: str | Path) -> dict[str, Any]:
             f"{path} has no resnetlab metadata (classes, preprocessing); "
             "export it with 'resnetlab export' to use it here"
         )
-    try:
-        meta = json.loads(props[META_KEY])
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: resnetlab metadata is not valid JSON ({e})") from None
+    meta = parse_json(props[META_KEY], str(path))
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path}: resnetlab metadata is not a JSON object")
     return meta
 
 
 def load_onnx(path: str | Path, threads: int | None = None) -> LoadedModel:
+    """An exported .onnx: metadata checked, then the graph's input and output shapes
+    compared with it, so a mismatch is one line here rather than a runtime failure."""
+    where = str(path)
     meta = read_onnx_meta(path)
-    num_classes = int(
-        (meta.get("model_config") or {}).get("num_classes", len(meta.get("classes", [])))
-    )
-    classes, pre = _meta_parts(meta, num_classes, str(path))
-    return LoadedModel(OnnxModel(path, threads), classes, pre, meta, Path(path), "onnx")
+    if "model_config" in meta:
+        config = parse_config(meta["model_config"], where)
+        num_classes, in_channels = config.num_classes, config.in_channels
+    else:
+        classes = meta.get("classes")
+        num_classes, in_channels = (len(classes) if isinstance(classes, list) else 0), None
+    classes, pre = parse_meta(meta, num_classes, in_channels, where)
+    model = OnnxModel(path, threads)
+    inp, out = model.session.get_inputs()[0].shape, model.session.get_outputs()[0].shape
+    want_in = [pre.channels, pre.size, pre.size]
+    if len(inp) != 4 or any(isinstance(d, int) and d != w for d, w in zip(inp[1:], want_in)):
+        raise CheckpointError(
+            f"{where}: the graph takes input {inp}, its metadata describes "
+            f"[N, {', '.join(map(str, want_in))}] images"
+        )
+    if len(out) != 2 or (isinstance(out[1], int) and out[1] != len(classes)):
+        raise CheckpointError(
+            f"{where}: the graph outputs {out}, its metadata names {len(classes)} classes"
+        )
+    return LoadedModel(model, classes, pre, meta, Path(path), "onnx")
 
 
 def load_model_file(path: str | Path) -> LoadedModel:
@@ -187,7 +202,7 @@ def load_model_file(path: str | Path) -> LoadedModel:
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         model, meta = load_weights(path)
-        classes, pre = _meta_parts(meta, model.config.num_classes, str(path))
+        classes, pre = parse_meta(meta, model.config.num_classes, None, str(path))
         return LoadedModel(model, classes, pre, meta, path, "safetensors")
     if suffix in CHECKPOINT_SUFFIXES:
         return load_training_checkpoint(path)
@@ -197,3 +212,34 @@ def load_model_file(path: str | Path) -> LoadedModel:
         f"unknown model file type {suffix or '(none)'!r} for {path}: expected .safetensors, "
         f"{', '.join(CHECKPOINT_SUFFIXES)} (training checkpoint) or .onnx"
     )
+
+
+def load_pretrained(path: str | Path) -> LoadedModel:
+    """Weights to start training from (``train --init``): our .safetensors or training
+    checkpoint, or a third-party state dict converted on the fly — akamaster's CIFAR
+    checkpoints (classifier ``linear``) and torchvision-layout ImageNet ResNets."""
+    from resnetlab.interop.akamaster import akamaster_preprocessing, convert_akamaster
+    from resnetlab.interop.torchvision_format import convert_torchvision, imagenet_preprocessing
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"--init weights not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        raise CheckpointError(f"{path} is an ONNX graph; --init needs PyTorch weights")
+    if suffix == ".safetensors":
+        return load_model_file(path)
+    obj = safe_torch_load(path)
+    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
+        return load_training_checkpoint(path)
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
+    keys = [str(k).removeprefix("module.") for k in state] if isinstance(state, dict) else []
+    if any(k.startswith("linear.") for k in keys):
+        model = convert_akamaster(obj, None, str(path))
+        pre, origin = akamaster_preprocessing(), "akamaster"
+    else:
+        model = convert_torchvision(obj, None, str(path))
+        pre, origin = imagenet_preprocessing(), "torchvision-format"
+    n = model.config.num_classes
+    classes = [f"class_{i}" for i in range(n)]
+    return LoadedModel(model, classes, pre, {"source": origin}, path, origin)

@@ -63,11 +63,17 @@ class ResNetConfig:
             raise ValueError(f"zero_pad must be 'end' or 'both', got {self.zero_pad!r}")
         if self.stride_in not in ("1x1", "3x3"):
             raise ValueError(f"stride_in must be '1x1' or '3x3', got {self.stride_in!r}")
-        if not self.layers or any(n < 1 for n in self.layers):
-            raise ValueError(f"layers must be positive block counts, got {self.layers}")
-        for key in ("num_classes", "in_channels", "width"):
-            if int(getattr(self, key)) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if not 1 <= len(self.layers) <= MAX_STAGES or any(n < 1 for n in self.layers):
+            raise ValueError(
+                f"layers must be 1 to {MAX_STAGES} positive block counts, got {_short(self.layers)}"
+            )
+        if max(self.layers) > MAX_BLOCKS_PER_STAGE:
+            raise ValueError(
+                f"layers: at most {MAX_BLOCKS_PER_STAGE} blocks per stage, got {max(self.layers)}"
+            )
+        for key, (lo, hi) in LIMITS.items():
+            if not lo <= int(getattr(self, key)) <= hi:
+                raise ValueError(f"{key} must be in {lo}..{hi}, got {getattr(self, key)}")
 
     @property
     def expansion(self) -> int:
@@ -93,12 +99,59 @@ class ResNetConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ResNetConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
+    def from_dict(cls, d: Any) -> ResNetConfig:
+        """Rebuild a saved config; refuses wrong types and out-of-range values (ValueError)
+        before anything is built, since the dict may come from an untrusted file."""
+        if not isinstance(d, dict):
+            raise ValueError(f"model config must be an object, got {type(d).__name__}")
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+            raise ValueError(f"unknown model config keys: {sorted(map(str, unknown))[:5]}")
+        missing = [k for k in ("block", "layers", "stem") if k not in d]
+        if missing:
+            raise ValueError(f"model config lacks {', '.join(map(repr, missing))}")
+        for key, value in d.items():
+            _check_type(key, value)
         return cls(**d)
+
+
+# Generous bounds for real networks (resnet1202 has 200 blocks per stage, ImageNet nets
+# a width of 64): a saved config outside them is damaged or hostile, and refusing it
+# before the model is built avoids minutes of work and gigabytes of memory.
+MAX_STAGES = 8
+MAX_BLOCKS_PER_STAGE = 1000
+LIMITS: dict[str, tuple[int, int]] = {
+    "num_classes": (1, 100_000),
+    "in_channels": (1, 64),
+    "width": (1, 8192),
+}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_type(key: str, value: Any) -> None:
+    """JSON types of one config field (range checks are in ``__post_init__``)."""
+    if key == "layers":
+        ok = isinstance(value, (list, tuple)) and all(_is_int(n) for n in value)
+        want = "a list of integers"
+    elif key in LIMITS:
+        ok, want = _is_int(value), "an integer"
+    elif key == "zero_init_residual":
+        ok, want = isinstance(value, bool), "true or false"
+    else:  # block, stem, shortcut, zero_pad, stride_in, name
+        ok, want = isinstance(value, str) and len(value) <= 200, "a short string"
+    if not ok:
+        raise ValueError(f"model config {key!r} must be {want}, got {_short(value)}")
+
+
+def _short(value: Any) -> str:
+    """A repr fit for a one-line message, whatever a file put there."""
+    if isinstance(value, (list, tuple, dict)) and len(value) > 8:
+        return f"a {type(value).__name__} of {len(value)} items"
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 class ResNet(nn.Module):
@@ -149,6 +202,8 @@ class ResNet(nn.Module):
         With ``zero_init_residual`` the last BN of every residual branch starts at 0,
         so every residual block starts as the identity (Goyal et al. 2017).
         """
+        if self.fc.weight.is_meta:  # nothing to initialise; meta init costs seconds
+            return
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

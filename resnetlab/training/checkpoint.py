@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
+from resnetlab.atomic import write_atomic
 from resnetlab.errors import CheckpointError
-from resnetlab.training.run_folder import write_atomic
 
 FORMAT = "resnetlab-checkpoint"
 FORMAT_VERSION = 1  # readers accept files with extra keys; bump only for breaking changes
@@ -46,7 +46,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     ckpt = safe_torch_load(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a resnetlab training checkpoint")
-    if int(ckpt.get("format_version", -1)) > FORMAT_VERSION:
+    version = ckpt.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{path}: checkpoint has no valid format_version")
+    if version > FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format is newer than this resnetlab")
     for key in ("model", "optimizer", "iteration"):
         if key not in ckpt:

@@ -27,8 +27,16 @@ class TrainConfig:
     data: str = "cifar10"
     data_dir: str | None = None
     recipe: str = "paper"
-    shortcut: str | None = None  # model override: A | B | C | none
+    # model overrides of the preset (resnetlab.create_model's)
+    shortcut: str | None = None  # A | B | C | none
     zero_init_residual: bool = False
+    stride_in: str | None = None  # 1x1 (the paper's bottleneck) | 3x3 (torchvision's)
+    width: int | None = None  # first stage's channels
+    zero_pad: str | None = None  # option A's zero channels: end | both (akamaster's)
+    # fine-tuning: start from weights; freeze the stem and the first N stages (-1: none)
+    init: str = ""
+    freeze: int = -1
+    backbone_lr_scale: float = 1.0  # lr of the pretrained part relative to the head's
     # optimisation (§4.2: SGD, momentum 0.9, wd 1e-4, lr 0.1, batch 128)
     iters: int = 64_000
     batch_size: int = 128
@@ -43,6 +51,7 @@ class TrainConfig:
     warmup_iters: int = 0  # linear warm-up length; for "paper", a cap (0: none)
     label_smoothing: float = 0.0
     accum_steps: int = 1  # micro-batches per step (DDP-equivalent BN statistics)
+    sync_bn: bool = False  # DDP on CUDA: BN statistics over the global batch (SyncBatchNorm)
     # data
     val_size: int = 5000  # held out of train for model selection (§4.2: 45k/5k)
     normalize: str = "pixel"  # pixel (the paper's mean image) | channel (mean/std)
@@ -137,6 +146,11 @@ class TrainConfig:
             (lambda: self.log_every >= 0, "log-every must be >= 0"),
             (lambda: self.threads >= 0, "threads must be >= 0 (0: all cores)"),
             (lambda: self.stop_at >= 0, "stop-at must be >= 0"),
+            (lambda: self.freeze >= -1, "freeze must be >= 0 (stages after the stem)"),
+            (lambda: self.backbone_lr_scale >= 0, "backbone-lr-scale must be >= 0"),
+            (lambda: self.stride_in in (None, "1x1", "3x3"), "stride-in must be 1x1 or 3x3"),
+            (lambda: self.zero_pad in (None, "end", "both"), "zero-pad must be end or both"),
+            (lambda: self.width is None or 1 <= self.width <= 8192, "width must be 1..8192"),
             (lambda: self.epochs >= 0, "epochs must be > 0"),
             (lambda: self.val_size >= 0, "val-size must be >= 0"),
             (lambda: self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),

@@ -2,21 +2,31 @@
 
 Global-batch semantics: ``--batch-size`` is the global batch; each of W ranks gets
 B/W images of every global batch (the same images and augmentation a single process
-would use). Each rank normalises BN over its own B/W images — SyncBatchNorm runs on
-GPUs only — so a DDP run equals a single-process run with ``--accum-steps W`` (the
-same micro-batches and BN statistics, gradients averaged), which the tests check.
+would use), gradients are averaged. Each rank normalises BN over its own B/W images
+(``--sync-bn`` on CUDA normalises over all B). What a W-process run shares with one
+process and ``--accum-steps W``: the same micro-batches, the same batch statistics in
+every BN layer, hence the same gradients and the same weights after every step. What it
+does not share: BN *running* statistics (the estimates used at test time), which each
+process updates once per step from its own B/W images while accumulation updates them
+W times per step, one micro-batch after another; rank 0's are the ones saved.
+
+Under ``torchrun --max-restarts K`` a restarted group resumes from the last checkpoint
+by itself (``TORCHELASTIC_RESTART_COUNT`` > 0), and a collective that waits longer than
+``TIMEOUT`` for a dead peer fails instead of hanging.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 T = TypeVar("T")
+TIMEOUT = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -24,6 +34,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    backend: str = "none"
 
     @property
     def is_main(self) -> bool:
@@ -40,8 +51,27 @@ def init_distributed(device_type: str) -> DistInfo:
     if world <= 1:
         return DistInfo()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        rank = int(os.environ["RANK"])
+        # torchrun keeps its key-value store across restarts of the group: without a
+        # prefix of its own per restart, a restarted group reads the dead workers'
+        # addresses and fails to connect ("Connection refused").
+        store, _, _ = next(dist.rendezvous("env://", rank, world, timeout=TIMEOUT))
+        prefixed = dist.PrefixStore(f"resnetlab/restart{elastic_restart_count()}/", store)
+        dist.init_process_group(
+            backend=backend, store=prefixed, rank=rank, world_size=world, timeout=TIMEOUT
+        )
+    return DistInfo(
+        dist.get_rank(),
+        dist.get_world_size(),
+        int(os.environ.get("LOCAL_RANK", "0")),
+        str(dist.get_backend()),
+    )
+
+
+def elastic_restart_count() -> int:
+    """How often torchrun has restarted this worker group (0: first start, or no torchrun)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
 
 
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:

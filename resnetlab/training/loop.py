@@ -44,7 +44,7 @@ class TrainResult:
 
 def train(cfg: Any, resume: bool = False, bundle: Any = None) -> TrainResult:
     """Train (or resume) the run described by ``cfg`` into the folder ``cfg.out``."""
-    run = prepare(cfg, resume, bundle, print)
+    run = prepare(cfg, resume, bundle)
     try:
         signum = fit(run)
         result = finish(run, signum)
@@ -95,6 +95,7 @@ def fit(run: Run) -> int | None:
     sync_every = 1 if run.device.type == "cpu" else 20
     window = torch.zeros(4, dtype=torch.float64, device=run.device)  # loss, errors, n, stop
     rate = _Rate(state.images_seen)
+    run.train_mode()
     run.progress.start(state.iteration, stop_at)
     with StopFlag() as stop:
         for x, y in run.batches() if state.iteration < stop_at else ():

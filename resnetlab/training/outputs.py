@@ -10,9 +10,10 @@ from typing import Any
 import torch
 
 import resnetlab
+from resnetlab.atomic import write_text_atomic
 from resnetlab.training.config import TrainConfig
 from resnetlab.training.distributed import DistInfo
-from resnetlab.training.run_folder import RunFolder, write_text_atomic
+from resnetlab.training.run_folder import RunFolder
 
 
 def write_run_config(
@@ -47,6 +48,12 @@ def write_run_config(
             "machine": platform.machine(),
             "threads": torch.get_num_threads(),
             "world_size": dist_info.world_size,
+            "backend": dist_info.backend,
+            "batch_norm": (
+                "synchronized over all processes (SyncBatchNorm)"
+                if cfg.sync_bn and dist_info.enabled
+                else f"per process, over {cfg.batch_size // (dist_info.world_size * cfg.accum_steps)} images"
+            ),
             "choices": choices,
         },
     }

@@ -74,6 +74,28 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+# Fine-tuning from trained weights (``--init``): a short linear warm-up, cosine decay,
+# a pretrained part that moves 10x slower than the new head, all training images.
+RECIPES["finetune"] = dict(
+    iters=800,
+    batch_size=128,
+    lr=0.05,
+    momentum=0.9,
+    nesterov=True,
+    weight_decay=1e-4,
+    schedule="cosine",
+    milestones=[],
+    warmup="linear",
+    warmup_iters=40,
+    label_smoothing=0.1,
+    backbone_lr_scale=0.1,
+    val_size=0,
+    normalize="channel",
+    tta_flip=True,
+    eval_points=4,
+)
+
+
 def recipe_defaults(name: str, model: str) -> dict[str, Any]:
     if name not in RECIPES:
         raise ResnetlabError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")

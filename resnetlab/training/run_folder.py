@@ -20,10 +20,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from resnetlab.errors import ResnetlabError
 
@@ -193,35 +192,3 @@ class RunFolder:
         for p in (self.config, self.metrics):
             p.unlink(missing_ok=True)
         shutil.rmtree(self.tensorboard, ignore_errors=True)
-
-
-def write_atomic(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write through ``write(file)`` to a temporary file beside ``path``, fsync, rename.
-
-    A crash or a full disk mid-write leaves the previous file (or none) and no partial
-    file under the final name; the error names the file and the reason in one line.
-    """
-    fd, tmp = -1, ""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            fd = -1
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        if fd >= 0:
-            os.close(fd)
-        if tmp:
-            Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise RunFolderError(f"cannot write {path}: {e.strerror or e}") from None
-        if isinstance(e, RuntimeError) and "unexpected pos" in str(e):  # torch.save, disk full
-            raise RunFolderError(f"cannot write {path}: no space left on device?") from None
-        raise
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    write_atomic(path, lambda f: f.write(text.encode()))

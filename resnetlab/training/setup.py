@@ -17,13 +17,22 @@ from typing import Any
 import torch
 from torch import nn
 
+from resnetlab.data.preprocess import Preprocessing
 from resnetlab.errors import ResnetlabError, TrainingDiverged
-from resnetlab.models import ResNet, model_config
+from resnetlab.models import ResNet, ResNetConfig, model_config
 from resnetlab.training import speed
 from resnetlab.training.checkpoint import load_checkpoint, save_checkpoint
 from resnetlab.training.config import TrainConfig
 from resnetlab.training.distributed import DistInfo, broadcast_object, init_distributed
 from resnetlab.training.evaluate import EvalResult, evaluate, flip_averaged
+from resnetlab.training.finetune import (
+    adopt_normalisation,
+    frozen_modules,
+    init_config,
+    load_init,
+    param_groups,
+    set_train_mode,
+)
 from resnetlab.training.metrics import MetricsLog
 from resnetlab.training.outputs import write_run_config
 from resnetlab.training.progress import Progress
@@ -54,7 +63,7 @@ class Run:
     progress: Progress
     metrics: MetricsLog | None = None
     resumed_from: Path | None = None
-    notes: list[str] = field(default_factory=list)
+    frozen: list[nn.Module] = field(default_factory=list)
 
     @property
     def model(self) -> nn.Module:
@@ -79,9 +88,12 @@ class Run:
 
         model.eval()
         result = evaluate(flip_averaged(logits) if self.cfg.tta_flip else logits,
-                          loader.epoch(0), self.dist)  # fmt: skip
-        model.train()
+                          loader.epoch(0), self.dist, self.device)  # fmt: skip
+        self.train_mode()
         return result
+
+    def train_mode(self) -> None:
+        set_train_mode(self.model, self.frozen)
 
     def save(self, path: Path, row: dict[str, Any] | None = None) -> None:
         """The whole TrainState; rank 0 writes, every rank checks the weights are finite."""
@@ -106,9 +118,10 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def prepare(cfg: TrainConfig, resume: bool, bundle: Any, log: Callable[[str], None]) -> Run:
+def prepare(cfg: TrainConfig, resume: bool, bundle: Any) -> Run:
     """Everything before the first step. The run folder is locked by rank 0 on return."""
     from resnetlab.data import make_loader, open_dataset
+    from resnetlab.data.loader import check_global_batch
 
     cfg.validate()
     device = resolve_device(cfg.device)
@@ -121,14 +134,32 @@ def prepare(cfg: TrainConfig, resume: bool, bundle: Any, log: Callable[[str], No
     elif dist_info.enabled and device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist_info.world_size))
 
+    check_global_batch(cfg.batch_size, dist_info.world_size)  # before any data is read
+    if cfg.sync_bn and device.type != "cuda":
+        raise ResnetlabError(
+            "--sync-bn needs CUDA (SyncBatchNorm runs on NCCL); on the CPU each process "
+            "normalises over its own B/W images"
+        )
     folder = RunFolder(cfg.out)
     progress = Progress(cfg.iters, cfg.log_every, enabled=dist_info.is_main)
+    claim: tuple[Path | None, str | None] = (None, None)
     if dist_info.is_main:
-        folder.acquire()
+        try:  # rank 0 decides; every rank raises the same one-line error
+            folder.acquire()
+            claim = (_claim(folder, resume, progress.info), None)
+        except ResnetlabError as e:
+            folder.release(discard_if_empty=True)
+            claim = (None, str(e))
+    checkpoint_path, refusal = broadcast_object(claim, dist_info)
+    if refusal is not None:
+        raise ResnetlabError(refusal)
     try:
-        checkpoint_path = _claim(folder, resume, progress.info) if dist_info.is_main else None
-        checkpoint_path = broadcast_object(checkpoint_path, dist_info)
+        ckpt = load_checkpoint(checkpoint_path) if checkpoint_path is not None else None
+        pretrained = None
+        if cfg.init and ckpt is None:  # a resumed run's weights are in its checkpoint
+            from resnetlab.interop.loading import load_pretrained
 
+            pretrained = load_pretrained(cfg.init)
         if bundle is None:
             progress.info(f"loading data: {cfg.data}")
             bundle = open_dataset(
@@ -141,16 +172,29 @@ def prepare(cfg: TrainConfig, resume: bool, bundle: Any, log: Callable[[str], No
         for note in getattr(bundle, "notes", []):
             progress.info(note)
         pre = bundle.preprocessing(cfg.normalize)
-        mcfg = model_config(
-            cfg.model,
-            num_classes=len(bundle.classes),
-            in_channels=bundle.in_channels,
-            shortcut=cfg.shortcut,
-            zero_init_residual=cfg.zero_init_residual or None,
-        )
+        if ckpt is not None:  # what the run was set up with, --init's choices included
+            pre = Preprocessing.from_dict(ckpt["meta"]["preprocessing"])
+            mcfg = ResNetConfig.from_dict(ckpt["model_config"])
+        elif pretrained is not None:
+            pre = adopt_normalisation(pre, pretrained.preprocessing)
+            mcfg = init_config(
+                cfg, pretrained.torch_model.config, len(bundle.classes), bundle.in_channels
+            )
+        else:
+            mcfg = model_config(
+                cfg.model,
+                num_classes=len(bundle.classes),
+                in_channels=bundle.in_channels,
+                shortcut=cfg.shortcut,
+                zero_init_residual=cfg.zero_init_residual or None,
+                stride_in=cfg.stride_in,
+                width=cfg.width,
+                zero_pad=cfg.zero_pad,
+            )
         torch.manual_seed(cfg.seed)
         model = ResNet(mcfg).to(device)
-        ckpt = load_checkpoint(checkpoint_path) if checkpoint_path is not None else None
+        if pretrained is not None:
+            load_init(model, pretrained.torch_model, progress.info)
 
         # speed settings: chosen once (by rank 0), recorded in the state, reused on resume
         choices = (ckpt or {}).get("choices")
@@ -189,8 +233,9 @@ def prepare(cfg: TrainConfig, resume: bool, bundle: Any, log: Callable[[str], No
                 f"the training split has fewer images than one batch ({cfg.batch_size}); "
                 "lower --batch-size"
             )
+        frozen = frozen_modules(model, cfg.freeze)
         optimizer = torch.optim.SGD(
-            model.parameters(),
+            param_groups(model, frozen, cfg.backbone_lr_scale),
             lr=cfg.lr,
             momentum=cfg.momentum,
             nesterov=cfg.nesterov,
@@ -209,16 +254,19 @@ def prepare(cfg: TrainConfig, resume: bool, bundle: Any, log: Callable[[str], No
         }
         metrics = None
         if dist_info.is_main:
-            write_run_config(folder, cfg, mcfg.to_dict(), bundle, pre.to_dict(), choices, dist_info)
+            write_run_config(folder, cfg, mcfg.to_dict(), bundle, pre.to_dict(), choices,
+                             dist_info)  # fmt: skip
             metrics = MetricsLog(folder, resume_from=state.iteration if ckpt else None)
     except BaseException:
         folder.release(discard_if_empty=True)
         raise
 
     train_model: nn.Module = model
+    if cfg.sync_bn and dist_info.enabled:
+        train_model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if dist_info.enabled:
         train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            train_model, device_ids=[device.index] if device.type == "cuda" else None
         )
     if choices["compile"]:
         train_model = torch.compile(train_model)  # type: ignore[assignment]
@@ -240,6 +288,7 @@ def prepare(cfg: TrainConfig, resume: bool, bundle: Any, log: Callable[[str], No
         progress=progress,
         metrics=metrics,
         resumed_from=checkpoint_path,
+        frozen=frozen,
     )
 
 

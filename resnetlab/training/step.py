@@ -28,7 +28,7 @@ def train_step(
     without a host sync; under DDP, gradients are all-reduced only on the last micro-batch.
     """
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     optimizer.zero_grad(set_to_none=True)
     for i, (xc, yc) in enumerate(zip(x.chunk(accum), y.chunk(accum))):
         sync_ctx = _no_sync(train_model) if ddp and i < accum - 1 else contextlib.nullcontext()

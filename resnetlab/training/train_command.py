@@ -8,8 +8,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from resnetlab.data.datasets import NAMED
 from resnetlab.errors import ResnetlabError
 from resnetlab.training.config import TrainConfig
+from resnetlab.training.distributed import elastic_restart_count
 from resnetlab.training.recipes import RECIPES, build_config
 from resnetlab.training.run_folder import RunFolder
 
@@ -28,7 +30,6 @@ _RESUME_APPLIED = {
     "strict_data",
     "malloc_tuning",
 }
-_NAMED_DATA = ("cifar10", "cifar100", "cifar100-coarse", "fashion-mnist")
 
 
 def _slug(text: str) -> str:
@@ -41,9 +42,17 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("iters", "epochs"):
         if key in given and not given[key] > 0:
             raise ResnetlabError(f"--{key} must be > 0 (got {given[key]})")
-    if "data" in given and given["data"] not in _NAMED_DATA and Path(given["data"]).exists():
+    if "data" in given and given["data"] not in NAMED:
+        if not Path(given["data"]).exists():
+            raise ResnetlabError(
+                f"no dataset at {given['data']} (a name: {', '.join(NAMED)}, or a folder)"
+            )
         # a folder path works from any directory (resuming from elsewhere included)
         given["data"] = str(Path(given["data"]).resolve())
+    if "init" in given:
+        if not Path(given["init"]).is_file():
+            raise ResnetlabError(f"--init weights not found: {given['init']}")
+        given["init"] = str(Path(given["init"]).resolve())
     return given
 
 
@@ -122,21 +131,26 @@ def run(args: argparse.Namespace) -> int:
     from resnetlab.training.loop import train
 
     given = _given(args)
-    if args.resume:
+    resume = bool(args.resume)
+    if resume:
         if not args.out:
             raise ResnetlabError("--resume needs --out RUN_DIR (the run to continue)")
         cfg = _resumed_config(Path(args.out), given)
     else:
-        cfg = _new_config(args, given)
+        cfg = _new_config(args, dict(given))
+        if elastic_restart_count() and RunFolder(cfg.out).config.is_file():
+            # torchrun --max-restarts restarted the group: continue, as --resume would
+            print(f"restart {elastic_restart_count()} of this torchrun job: resuming {cfg.out}")
+            cfg, resume = _resumed_config(Path(cfg.out), given), True
     cfg.validate()
     folder = RunFolder(cfg.out)
     folder.check_writable()
-    if not args.resume and folder.holds_run():
+    if not resume and folder.holds_run():
         raise ResnetlabError(
             f"{folder.path} already holds a run; continue it with --resume or choose another --out"
         )
     cfg, bundle = _apply_epochs(cfg, given)
-    result = train(cfg, resume=args.resume, bundle=bundle)
+    result = train(cfg, resume=resume, bundle=bundle)
     if result.test is not None:
         t = result.test
         print(
@@ -157,7 +171,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     a(
         "--recipe",
         choices=sorted(RECIPES),
-        help="paper (default) | paper-short | paper-imagenet | fast",
+        help="paper (default) | paper-short | paper-imagenet | fast | finetune",
     )
     a("--config", help="start from a run's config.json (reproduce a run)")
     length = p.add_mutually_exclusive_group()
@@ -175,6 +189,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     a("--warmup-iters", type=int)
     a("--label-smoothing", type=float)
     a("--accum-steps", type=int, help="split each batch into micro-batches (same as DDP ranks)")
+    a(
+        "--sync-bn",
+        action="store_true",
+        default=None,
+        help="DDP on CUDA: BN over the global batch (default: over each process's B/W images)",
+    )
     a("--val-size", type=int, help="images held out of train for validation (paper: 5000)")
     a("--normalize", choices=["pixel", "channel"])
     a("--augment", action=argparse.BooleanOptionalAction, default=None)
@@ -186,6 +206,16 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     a("--shortcut", choices=["A", "B", "C", "none"], help="override the preset's shortcut")
     a("--zero-init-residual", action="store_true", default=None)
+    a("--stride-in", choices=["1x1", "3x3"], help="bottleneck stride: 1x1 (paper) or 3x3")
+    a("--width", type=int, help="channels of the first stage (preset: 16 CIFAR, 64 ImageNet)")
+    a("--zero-pad", choices=["end", "both"], help="option A's zero channels (akamaster: both)")
+    a(
+        "--init",
+        help="start from weights: .safetensors, a training checkpoint, a torchvision-layout "
+        ".pth or an akamaster .th (the classifier is replaced if the class count differs)",
+    )
+    a("--freeze", type=int, help="freeze the stem and the first N stages (their BN too)")
+    a("--backbone-lr-scale", type=float, help="lr of the pretrained part / lr of the head")
     a("--tta-flip", action=argparse.BooleanOptionalAction, default=None)
     a("--eval-every", type=int, help="iterations between evaluations")
     a("--eval-points", type=int, help="evaluations over the run when --eval-every is unset")

@@ -1,0 +1,169 @@
+"""One image-loading implementation: ``predict`` (Preprocessing.load), the small-image
+decoder behind the in-memory datasets and the streaming loader give the same pixels for
+the same file: 16-bit PNGs scaled, EXIF orientation applied, every mode converted."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resnetlab.data import DataWarning, FolderSplit, InMemorySplit, Preprocessing, open_dataset
+from resnetlab.data.common import derive_seed
+from resnetlab.data.folder import _decode_small
+from resnetlab.data.images import read_image, to_mode
+from resnetlab.data.loader import TRAIN_SCALE, _FolderDataset
+from resnetlab.data.transforms import eval_view, train_view
+
+PRE = Preprocessing(size=16, mean=[0.0] * 3, std=[1.0] * 3)
+
+
+def _streamed(path: Path, size: int, resize: int, augment: bool = False) -> np.ndarray:
+    ds = _FolderDataset(FolderSplit([(str(path), 0)], ["a"]), augment, size, resize)
+    arr, label, err = ds[(0, 3, 1, 2, 0)]
+    assert err == "" and label == 0
+    assert isinstance(arr, np.ndarray)
+    return arr
+
+
+def _decoded(path: Path, size: int) -> np.ndarray:
+    arr, _ = _decode_small(str(path), size)
+    return arr
+
+
+def test_16bit_png_same_and_right_through_every_path(tmp_path: Path) -> None:
+    """65535 -> 255 and 257*k -> k: Pillow's own convert() clips every value over 255 to
+    white, which is what predict did (38% vs 100% for the same picture)."""
+    levels = np.array([0, 257 * 10, 257 * 100, 32896, 65535], np.uint16)  # 32896 = 257*128
+    arr = np.tile(np.repeat(levels, 4)[None], (20, 1))  # 20 x 20, five vertical bands
+    path = tmp_path / "deep.png"
+    Image.fromarray(arr).save(path)
+    with Image.open(path) as im:
+        assert im.mode == "I;16"
+    want = np.repeat(np.array([0, 10, 100, 128, 255], np.uint8), 4)
+    predicted = Preprocessing(size=20, mean=[0.0] * 3, std=[1.0] * 3).load(path).numpy()
+    assert predicted.shape == (3, 20, 20)
+    assert (predicted == want[None, None, :]).all()
+    assert np.array_equal(predicted, _decoded(path, 20))
+    assert np.array_equal(predicted, _streamed(path, 20, 20))
+    grey = Preprocessing(mode="L", size=20, mean=[0.0], std=[1.0]).load(path).numpy()
+    assert grey.shape == (1, 20, 20) and np.array_equal(grey[0], predicted[0])
+    # a dark 16-bit image (every value <= 255) is still on the 16-bit scale
+    Image.fromarray(np.full((8, 8), 255, np.uint16)).save(tmp_path / "dark.png")
+    assert int(PRE.load(tmp_path / "dark.png").max()) == 1
+    # 32-bit "I" images (TIFF, older Pillow's 16-bit PNG) likewise
+    i32 = Image.fromarray(np.full((4, 4), 65535, np.int32), "I")
+    assert np.asarray(to_mode(i32, "RGB")).min() == 255
+
+
+def _upright_and_stored(orientation: int) -> tuple[Image.Image, Image.Image]:
+    """An upright 30 x 48 (w x h) picture, red top half over blue bottom half with a
+    green left edge, and the sideways pixels a camera stores with ``orientation``."""
+    up = np.zeros((48, 30, 3), np.uint8)
+    up[:24, :, 0] = 220
+    up[24:, :, 2] = 220
+    up[:, :5, 1] = 200
+    upright = Image.fromarray(up)
+    inverse = {6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}[orientation]
+    stored = upright.transpose(inverse)
+    return upright, stored
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg"])
+def test_exif_orientation_6_loaded_upright_by_every_path(tmp_path: Path, fmt: str) -> None:
+    upright, stored = _upright_and_stored(6)
+    assert stored.size == (48, 30)  # stored sideways
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    path = tmp_path / f"portrait.{fmt}"
+    stored.save(path, exif=exif, **({"quality": 95} if fmt == "jpg" else {}))
+    im = read_image(path)
+    assert im.size == (30, 48)  # upright: taller than wide
+    px = np.asarray(im).astype(int)
+    assert px[2, 15, 0] > 150 and px[45, 15, 2] > 150 and px[24, 1, 1] > 150  # red top, green left
+    if fmt == "png":  # lossless: exactly the upright picture
+        assert np.array_equal(np.asarray(im), np.asarray(upright))
+    expected = eval_view(im, 30, 30)  # shorter side 30: the middle 30 rows
+    pre = Preprocessing(size=30, mean=[0.0] * 3, std=[1.0] * 3)
+    assert np.array_equal(pre.load(path).numpy(), expected)  # predict
+    assert np.array_equal(_decoded(path, 30), expected)  # in-memory decoder
+    assert np.array_equal(_streamed(path, 30, 30), expected)  # streaming eval
+    rng = np.random.default_rng(derive_seed(3, 1, 2, 0, 1))  # the streaming training view
+    want = train_view(im, rng, scale=TRAIN_SCALE, crop=30)
+    assert np.array_equal(_streamed(path, 30, 30, augment=True), want)
+
+
+def test_orientation_applied_in_folder_dataset(tmp_path: Path) -> None:
+    """An in-memory class-folder dataset holds the picture upright too."""
+    _, stored = _upright_and_stored(8)
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            d = tmp_path / "ds" / split / cls
+            d.mkdir(parents=True)
+            stored.save(d / "0.png", exif=exif)
+    with pytest.warns(DataWarning, match="center-cropped 2 image"):  # 30 x 48, not square
+        b = open_dataset(tmp_path / "ds", data_dir=tmp_path / "cache")
+    assert isinstance(b.train, InMemorySplit)
+    x = b.train.images[0]  # 30 x 30 centre of the 30 x 48 upright picture
+    assert x.shape == (3, 30, 30)
+    assert int(x[0, 2, 15]) > 150 and int(x[2, 27, 15]) > 150  # red above blue
+    assert int(x[1, 15, 1]) > 150  # green on the left
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Image.new("RGBA", (8, 8), (10, 20, 30, 128)),
+        lambda: Image.new("LA", (8, 8), (77, 0)),
+        lambda: Image.new("1", (8, 8), 1),
+        lambda: Image.new("CMYK", (8, 8), (0, 255, 255, 0)),
+        lambda: Image.new("P", (8, 8), 3),
+        lambda: Image.new("L", (8, 8), 99),
+    ],
+    ids=["RGBA", "LA", "1", "CMYK", "P", "L"],
+)
+def test_modes_same_through_every_path(tmp_path: Path, make: object) -> None:
+    im = make()  # type: ignore[operator]
+    path = tmp_path / ("x.jpg" if im.mode == "CMYK" else "x.png")
+    im.save(path, **({"quality": 100} if im.mode == "CMYK" else {}))
+    via_predict = Preprocessing(size=8, mean=[0.0] * 3, std=[1.0] * 3).load(path).numpy()
+    assert np.array_equal(via_predict, _decoded(path, 8))
+    assert np.array_equal(via_predict, _streamed(path, 8, 8))
+    want = {
+        "RGBA": [10, 20, 30],  # alpha dropped, as torchvision's loader does
+        "LA": [77, 77, 77],
+        "1": [255, 255, 255],
+        "L": [99, 99, 99],
+    }.get(im.mode)
+    if want is not None:
+        assert via_predict[:, 4, 4].tolist() == want
+    if im.mode == "CMYK":  # magenta + yellow ink: red
+        r, g, b = via_predict[:, 4, 4].tolist()
+        assert r > 200 and g < 60 and b < 60
+
+
+def test_palette_with_transparency_converts_without_warning(tmp_path: Path) -> None:
+    p = Image.new("P", (8, 8), 3)
+    p.putpalette([0, 0, 0] * 3 + [40, 50, 60] + [0, 0, 0] * 252)
+    p.save(tmp_path / "t.png", transparency=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = Preprocessing(size=8, mean=[0.0] * 3, std=[1.0] * 3).load(tmp_path / "t.png")
+    assert x[:, 0, 0].tolist() == [40, 50, 60]
+
+
+def test_large_jpeg_same_tensor_for_predict_and_streaming_eval(tmp_path: Path) -> None:
+    """A JPEG over twice the resize is decoded at a reduced scale (draft) by both."""
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 255, (130, 170, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(tmp_path / "big.jpg", quality=90)
+    pre = Preprocessing(size=32, resize=40, mean=[0.5] * 3, std=[0.25] * 3)
+    via_predict = pre.load(tmp_path / "big.jpg")
+    assert via_predict.shape == (3, 32, 32)
+    assert torch.equal(via_predict, torch.from_numpy(_streamed(tmp_path / "big.jpg", 32, 40)))
