@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 
 setup:
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,bench]'
 
 # Fashion-MNIST from Debian (needs root / sudo); the data code also downloads it when online.
 fmnist:

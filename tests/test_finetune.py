@@ -121,3 +121,34 @@ def test_init_that_does_not_fit_is_one_line(tiny_dataset: Path, tmp_path: Path) 
     assert missing.returncode == 2 and "--init weights not found" in missing.stderr
     for done in (wrong, pad, missing):
         assert done.stderr.count("\n") == 1 and not (tmp_path / "o" / "checkpoints").exists()
+
+
+@pytest.mark.shared
+def test_real_akamaster_checkpoint_fine_tunes_to_a_five_class_subset(tmp_path: Path) -> None:
+    """The public ResNet-20 (10 CIFAR classes) on 5 classes of the real JPEG CIFAR-10:
+    head replaced, body loaded, a few steps trained."""
+    import shutil
+
+    from data_fixtures import shared_dir
+
+    shared = shared_dir()
+    ckpt = shared / "checkpoints/akamaster-resnet20-12fca82f.th" if shared else None
+    if ckpt is None or not ckpt.exists():
+        pytest.skip("needs ../shared (akamaster checkpoint and cifar10-jpeg)")
+    subset = tmp_path / "five"
+    for split, n in (("train", 30), ("test", 10)):
+        for cls in ("airplane", "bird", "cat", "ship", "truck"):
+            src = sorted((shared / "data/cifar10-jpeg" / split / cls).iterdir())[:n]
+            (subset / split / cls).mkdir(parents=True)
+            for f in src:
+                shutil.copy(f, subset / split / cls / f.name)
+    out = tmp_path / "ft5"
+    done = run_cli(
+        "train", "--recipe", "finetune", "--init", str(ckpt), "--data", str(subset),
+        "--iters", "4", "--batch-size", "30", "--threads", "1", "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "classifier replaced (10 -> 5 classes)" in done.stdout
+    assert json.loads((out / "results.json").read_text())["test"]["n"] == 50
+    head = load_checkpoint(out / "checkpoints" / "last.pt")["model"]["fc.weight"]
+    assert head.shape == (5, 64)

@@ -16,15 +16,15 @@ from resnetlab.data import DataWarning, FolderSplit, InMemorySplit, Preprocessin
 from resnetlab.data.common import derive_seed
 from resnetlab.data.folder import _decode_small
 from resnetlab.data.images import read_image, to_mode
-from resnetlab.data.loader import TRAIN_SCALE, _FolderDataset
-from resnetlab.data.transforms import eval_view, train_view
+from resnetlab.data.loader import _FolderDataset
+from resnetlab.data.transforms import crop_resize, eval_view, scale_plan, scale_range
 
 PRE = Preprocessing(size=16, mean=[0.0] * 3, std=[1.0] * 3)
 
 
 def _streamed(path: Path, size: int, resize: int, augment: bool = False) -> np.ndarray:
     ds = _FolderDataset(FolderSplit([(str(path), 0)], ["a"]), augment, size, resize)
-    arr, label, err = ds[(0, 3, 1, 2, 0)]
+    arr, label, err, _lighting = ds[(0, 3, 1, 2, 0)]
     assert err == "" and label == 0
     assert isinstance(arr, np.ndarray)
     return arr
@@ -93,8 +93,8 @@ def test_exif_orientation_6_loaded_upright_by_every_path(tmp_path: Path, fmt: st
     assert np.array_equal(_decoded(path, 30), expected)  # in-memory decoder
     assert np.array_equal(_streamed(path, 30, 30), expected)  # streaming eval
     rng = np.random.default_rng(derive_seed(3, 1, 2, 0, 1))  # the streaming training view
-    want = train_view(im, rng, scale=TRAIN_SCALE, crop=30)
-    assert np.array_equal(_streamed(path, 30, 30, augment=True), want)
+    plan = scale_plan(im.width, im.height, rng, scale=scale_range(30), crop=30)
+    assert np.array_equal(_streamed(path, 30, 30, augment=True), crop_resize(im, plan, 30))
 
 
 def test_orientation_applied_in_folder_dataset(tmp_path: Path) -> None:

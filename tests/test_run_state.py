@@ -190,6 +190,8 @@ def test_resume_after_stop_at_runs_to_the_end_and_refuses_changed_settings(
     assert "test accuracy" in longer.stdout
     assert load_checkpoint(out / "checkpoints" / "last.pt")["iteration"] == 6
     assert json.loads((out / "config.json").read_text())["train"]["iters"] == 6
+    shorter = run_cli("train", "--out", str(out), "--resume", "--iters", "4")
+    assert shorter.returncode == 2 and "would end before it" in shorter.stderr
 
 
 # -- 7: checkpoints on their own interval ------------------------------------------------------

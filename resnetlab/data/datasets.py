@@ -37,7 +37,7 @@ from resnetlab.data.folder import (
     probe_size,
     scan_split,
 )
-from resnetlab.data.preprocess import Preprocessing
+from resnetlab.data.preprocess import MAX_SIZE, Preprocessing
 from resnetlab.errors import DataError
 
 NAMED = ("cifar10", "cifar100", "cifar100-coarse", "fashion-mnist")
@@ -72,8 +72,8 @@ class DatasetBundle:
         if normalize not in ("channel", "pixel"):
             raise DataError(f"normalize must be 'channel' or 'pixel', not {normalize!r}")
         mode: Literal["RGB", "L"] = "L" if self.in_channels == 1 else "RGB"
-        resize = None if self.in_memory else LARGE_RESIZE
-        s1, s2, count = _moments(self.train)
+        resize = None if self.in_memory else eval_resize(self.image_size)
+        s1, s2, count = _moments(self.train, self.image_size)
         mean_img = s1 / count  # [C,H,W] on the [0,1] scale
         if normalize == "pixel":
             mean = mean_img.tolist()
@@ -86,8 +86,17 @@ class DatasetBundle:
         return Preprocessing(mode=mode, size=self.image_size, resize=resize, mean=mean, std=std)
 
 
-def _moments(split: InMemorySplit | FolderSplit) -> tuple[np.ndarray, np.ndarray, int]:
-    """(sum of images [C,H,W], sum of squares per channel [C], count), [0,1] scale."""
+def eval_resize(size: int) -> int:
+    """The shorter side before the single centre crop: 256 for 224 crops (§3.4), in the
+    same proportion for other crop sides."""
+    return round(size * LARGE_RESIZE / LARGE_SIZE)
+
+
+def _moments(
+    split: InMemorySplit | FolderSplit, size: int = LARGE_SIZE
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(sum of images [C,H,W], sum of squares per channel [C], count), [0,1] scale; a
+    streamed split is sampled through its centre view at crop side ``size``."""
     if isinstance(split, InMemorySplit):
         s1 = torch.zeros(split.images.shape[1:], dtype=torch.float64)
         s2 = torch.zeros(split.images.shape[1], dtype=torch.float64)
@@ -98,9 +107,9 @@ def _moments(split: InMemorySplit | FolderSplit) -> tuple[np.ndarray, np.ndarray
         return s1.numpy(), s2.numpy(), len(split)
     from resnetlab.data.loader import _collate, _FolderDataset
 
-    ds = _FolderDataset(split, False, LARGE_SIZE, LARGE_RESIZE)
+    ds = _FolderDataset(split, False, size, eval_resize(size))
     pick = torch.randperm(len(split), generator=generator(0))[:STATS_SAMPLES].tolist()
-    x, _, _errors = _collate([ds[(i, 0, 0, 0, 0)] for i in pick])
+    x, _, _, _errors = _collate([ds[(i, 0, 0, 0, 0)] for i in pick])
     if not len(x):
         raise DataError(f"no readable images in {split.root}")
     xf = x.to(torch.float64) / 255.0
@@ -165,8 +174,13 @@ def open_dataset(
     seed: int = 0,
     strict: bool = False,
     download: bool = True,
+    image_size: int | None = None,
 ) -> DatasetBundle:
-    """Open a named dataset or a class-folder root; see the module docstring."""
+    """Open a named dataset or a class-folder root; see the module docstring.
+    ``image_size``: the crop side for large images (default 224, §3.4; evaluation then
+    resizes the shorter side to 256/224 of it); small in-memory sets keep their own."""
+    if image_size is not None and not 1 <= image_size <= MAX_SIZE:
+        raise DataError(f"image size must be in 1..{MAX_SIZE}, got {image_size}")
     ddir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     key = str(spec).strip().lower()
     test: InMemorySplit | FolderSplit | None
@@ -180,11 +194,13 @@ def open_dataset(
             base, ddir, coarse=key.endswith("coarse"), strict=strict, download=download
         )
         name, channels, size, in_memory = key, 3, 32, True
+        _check_native(image_size, size, key)
     elif key in ("fashion-mnist", "fashion_mnist", "fmnist"):
         from resnetlab.data.fmnist import load_fashion_mnist
 
         train, test, classes = load_fashion_mnist(ddir, download=download, strict=strict)
         name, channels, size, in_memory = "fashion-mnist", 1, 28, True
+        _check_native(image_size, size, "fashion-mnist")
     else:
         root = Path(spec).expanduser()
         if not root.exists():
@@ -210,12 +226,13 @@ def open_dataset(
         splits: dict[str, InMemorySplit | FolderSplit | None] = {}
         if in_memory:
             size = min(h, w)
+            _check_native(image_size, size, str(spec))
             for s, sc in scans.items():
                 splits[s] = (
                     load_small_split(sc, size, ddir / "cache", strict=strict) if sc else None
                 )
         else:
-            size = LARGE_SIZE
+            size = image_size or LARGE_SIZE
             for s, sc in scans.items():
                 splits[s] = folder_split(sc, strict=strict) if sc else None
         train, val, test = splits["train"], splits["val"], splits["test"]  # type: ignore[assignment]
@@ -241,6 +258,16 @@ def open_dataset(
     return DatasetBundle(
         name, list(classes), channels, size, in_memory, train, val, test, held_out, notes
     )
+
+
+def _check_native(image_size: int | None, native: int, name: str) -> None:
+    """Small images are decoded once at their own size; another crop side is refused
+    rather than ignored."""
+    if image_size is not None and image_size != native:
+        raise DataError(
+            f"image size {image_size} is for large-image folders: {name} is {native}x{native},"
+            " kept in memory at that size"
+        )
 
 
 @dataclass

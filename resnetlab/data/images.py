@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -31,6 +33,7 @@ DECODE_ERRORS = (
     Image.DecompressionBombError,
 )
 _DEEP_GREY = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # 16-bit greyscale (PNG, TIFF)
+T = TypeVar("T")
 _FORMAT_HINT = {".jpg": ("JPEG",), ".jpeg": ("JPEG",), ".png": ("PNG",)}
 
 
@@ -75,19 +78,48 @@ def upright(im: Image.Image) -> None:
         ImageOps.exif_transpose(im, in_place=True)
 
 
+def upright_size(im: Image.Image) -> tuple[int, int]:
+    """(width, height) of ``im`` once turned upright, from the header and EXIF alone
+    (before decoding): orientations 5-8 are stored sideways. For JPEG the EXIF block is
+    read with the header; other formats may decode to find theirs."""
+    orientation = 1
+    with contextlib.suppress(SyntaxError, ValueError, TypeError, KeyError, OSError, struct.error):
+        orientation = int(im.getexif().get(0x0112, 1))
+    w, h = im.size
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def _decode(im: Image.Image, mode: str, shorter: int | None) -> Image.Image:
+    if shorter and im.format == "JPEG" and min(im.size) >= 2 * shorter:
+        im.draft(im.mode, (shorter, shorter))  # square: independent of the orientation
+    im.load()
+    upright(im)
+    out = to_mode(im, mode)
+    out.load()
+    return out
+
+
 def read_image(path: str | Path, mode: str = "RGB", *, shorter: int | None = None) -> Image.Image:
     """Decode ``path`` upright in ``mode``, fully loaded. ``shorter``: the largest shorter
     side any view of it will be resized to; a JPEG at least twice that is decoded at a
     reduced scale that still covers it (DCT scaling: a large share of the decoding time
     of big photos). Raises one of ``DECODE_ERRORS`` for a bad file."""
     with open_image(path) as im:
-        if shorter and im.format == "JPEG":
-            im.draft(im.mode, (shorter, shorter))  # square: independent of the orientation
-        im.load()
-        upright(im)
-        out = to_mode(im, mode)
-        out.load()
-        return out
+        return _decode(im, mode, shorter)
+
+
+def read_planned(
+    path: str | Path, mode: str, plan: Callable[[int, int], T], shorter: Callable[[T], int]
+) -> tuple[Image.Image, T]:
+    """Decode for a view chosen on the full-size upright image: ``plan(width, height)``
+    runs on the header's size before any pixel is decoded, and ``shorter(planned)`` says
+    the shorter side the decoded image must keep, so a JPEG is decoded at the smallest
+    DCT scale (1/2, 1/4, 1/8) that still serves that view (a random crop needs its
+    region, not the whole picture, at full output resolution). Returns the image,
+    upright in ``mode`` and possibly reduced, and the plan."""
+    with open_image(path) as im:
+        planned = plan(*upright_size(im))
+        return _decode(im, mode, shorter(planned)), planned
 
 
 def load_image(path: str | Path, mode: str, resize: int, size: int) -> np.ndarray:

@@ -19,18 +19,25 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from torch.utils.data import default_collate
 
 from resnetlab.data.common import DataWarning, FolderSplit, InMemorySplit, derive_seed, generator
-from resnetlab.data.images import DECODE_ERRORS, read_image
+from resnetlab.data.images import DECODE_ERRORS, read_image, read_planned
 from resnetlab.data.preprocess import Preprocessing
 from resnetlab.data.transforms import (
     MULTISCALE_SIDES,
+    TRAIN_CROPS,
+    TrainCrop,
     crop_flip,
     crop_flip_params,
+    crop_resize,
     eval_view,
     multiscale_views,
+    plan_view,
     ten_crop_view,
-    train_view,
+)
+from resnetlab.data.transforms import (
+    TRAIN_SCALE as TRAIN_SCALE,  # re-exported: §3.4's range at 224
 )
 from resnetlab.errors import DataError
 
@@ -258,81 +265,105 @@ class InMemoryLoader(_PlannedLoader):
 
 
 View = Literal["center", "ten_crop", "multi_scale"]
-TRAIN_SCALE = (256, 480)  # §3.4: shorter side drawn from [256, 480] for training
+Item = tuple[Any, int, str, "np.ndarray | None"]  # pixels, label (-1: failed), error, lighting
 
 
 class _FolderDataset(torch.utils.data.Dataset[Any]):
     """Decodes one sample for a key (index, seed, epoch, batch, position); failures come
     back as data (label -1 and a message), never as an exception inside a worker.
 
-    Every view starts from ``images.read_image`` (the decoding ``predict`` uses):
-    augmented (§3.4 training), ``center`` (shorter side ``resize``, centre ``size``
-    crop), ``ten_crop`` (uint8 [10,3,size,size]) or ``multi_scale`` (a list of whole
-    images [3,H,W], shorter side at each of ``sides``)."""
+    Every view starts from the decoding in ``images`` (the one ``predict`` uses):
+    a training crop (``augment`` "scale": §3.4, or "rrc": random-resized crop) planned
+    on the full-size image before decoding, so a JPEG is decoded at the smallest DCT
+    scale that still covers the crop; ``center`` (shorter side ``resize``, centre
+    ``size`` crop), ``ten_crop`` (uint8 [10,3,size,size]) or ``multi_scale`` (a list of
+    whole images [3,H,W], shorter side at each of ``sides``). Pixels stay uint8; the
+    §3.4 lighting shift travels beside them, added on the device."""
 
     def __init__(
         self,
         split: FolderSplit,
-        augment: bool,
+        augment: bool | TrainCrop,
         size: int,
         resize: int,
         *,
         view: View = "center",
         sides: Sequence[int] = MULTISCALE_SIDES,
     ) -> None:
-        self.samples, self.augment, self.size, self.resize = split.samples, augment, size, resize
+        self.samples, self.size, self.resize = split.samples, size, resize
+        self.augment: TrainCrop | None = _crop_name(augment)
         self.view, self.sides = view, tuple(sides)
         # the largest shorter side a view needs: JPEG draft decoding may go down to it
-        if augment:
-            self.shorter = TRAIN_SCALE[1]
-        else:
-            self.shorter = max(self.sides) if view == "multi_scale" else resize
+        self.shorter = max(self.sides) if view == "multi_scale" else resize
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(
-        self, key: tuple[int, int, int, int, int]
-    ) -> tuple[np.ndarray | list[np.ndarray], int, str]:
+    def __getitem__(self, key: tuple[int, int, int, int, int]) -> Item:
         i, seed, epoch, batch, pos = key
         path, label = self.samples[i]
         try:
-            im = read_image(path, "RGB", shorter=self.shorter)
             arr: np.ndarray | list[np.ndarray]
             if self.augment:
+                kind, size = self.augment, self.size
                 rng = np.random.default_rng(derive_seed(seed, epoch, batch, pos, _AUG_STREAM))
-                arr = train_view(im, rng, scale=TRAIN_SCALE, crop=self.size)
-            elif self.view == "ten_crop":
+                im, plan = read_planned(
+                    path,
+                    "RGB",
+                    lambda w, h: plan_view(kind, w, h, rng, size),
+                    lambda planned: planned.shorter(size),
+                )
+                light = np.asarray(plan.lighting, np.float32) if kind == "scale" else None
+                return crop_resize(im, plan, size), label, "", light
+            im = read_image(path, "RGB", shorter=self.shorter)
+            if self.view == "ten_crop":
                 arr = ten_crop_view(im, self.resize, self.size)
             elif self.view == "multi_scale":
                 arr = [t[0].numpy() for t in multiscale_views(im, self.sides, flip=False)]
             else:
                 arr = eval_view(im, self.resize, self.size)
-            return arr, label, ""
+            return arr, label, "", None
         except DECODE_ERRORS as e:
-            return np.zeros((3, self.size, self.size), np.uint8), -1, f"{path}: {e}"
+            return np.zeros((3, self.size, self.size), np.uint8), -1, f"{path}: {e}", None
+
+
+def _crop_name(augment: bool | str | None) -> TrainCrop | None:
+    """None for no augmentation; True is the paper's §3.4 "scale"."""
+    if augment is None or augment is False:
+        return None
+    if augment is True:
+        return "scale"
+    if augment in TRAIN_CROPS:
+        return augment  # type: ignore[return-value]
+    raise DataError(f"unknown training crop {augment!r}: expected one of {', '.join(TRAIN_CROPS)}")
 
 
 def _collate(
-    items: list[tuple[Any, int, str]],
-) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    items: list[Item],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, list[str]]:
+    """uint8 pixels, labels, lighting shifts (or None) and errors of a batch. Inside a
+    worker the pixels are stacked straight into shared memory (``default_collate``):
+    one copy, a quarter of the bytes a float batch would take."""
     good = [it for it in items if not it[2]]
     errors = [it[2] for it in items if it[2]]
     if not good:
-        return torch.zeros(0, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64), errors
-    x = torch.from_numpy(np.stack([it[0] for it in good]))
+        empty = torch.zeros(0, dtype=torch.uint8)
+        return empty, torch.zeros(0, dtype=torch.int64), None, errors
+    x = default_collate([torch.from_numpy(it[0]) for it in good])
     y = torch.tensor([it[1] for it in good], dtype=torch.int64)
-    return x, y, errors
+    shifts = [it[3] for it in good if it[3] is not None]
+    light = torch.from_numpy(np.stack(shifts)) if len(shifts) == len(good) else None
+    return x, y, light, errors
 
 
 def _collate_lists(
-    items: list[tuple[Any, int, str]],
-) -> tuple[list[list[torch.Tensor]], torch.Tensor, list[str]]:
+    items: list[Item],
+) -> tuple[list[list[torch.Tensor]], torch.Tensor, None, list[str]]:
     """For views of different sizes: per image, its list of uint8 tensors."""
     good = [it for it in items if not it[2]]
     views = [[torch.from_numpy(a) for a in it[0]] for it in good]
     y = torch.tensor([it[1] for it in good], dtype=torch.int64)
-    return views, y, [it[2] for it in items if it[2]]
+    return views, y, None, [it[2] for it in items if it[2]]
 
 
 def _stream(
@@ -353,20 +384,54 @@ def _stream(
         collate_fn=collate,
         pin_memory=pin_memory,
     )
-    for x, y, errors in loader:
+    for x, y, light, errors in loader:
         if errors:
             msg = f"skipped {len(errors)} unreadable image(s) (first: {errors[0]})"
             if strict:
                 raise DataError(msg.replace("skipped", "found", 1))
             warnings.warn(msg, DataWarning, stacklevel=3)
-        yield x, y
+        yield x, y, light
+
+
+def _storage_uses(t: torch.Tensor) -> int:
+    """How many tensors (Python or C++, e.g. autograd's saved inputs) share ``t``'s memory."""
+    return int(torch._C._storage_Use_Count(t.untyped_storage()._cdata))
+
+
+class _BatchBuffers:
+    """Float batches on the CPU, reused once nothing refers to them any more.
+
+    A fresh batch of 64 x 3 x 224 x 224 floats is 38.5 MB: above glibc's largest mmap
+    threshold, so each one is mapped anew and page-faulted in, which cost more than
+    the normalisation itself (~35 ms against ~15 ms per batch on the 2-core VM). A
+    buffer is handed out as a view and taken back only when its storage has no user
+    but the pool (the caller dropped the batch and autograd freed its graph)."""
+
+    def __init__(self, keep: int = 3) -> None:
+        self.keep = max(1, keep)
+        self.pool: list[tuple[torch.Tensor, int]] = []
+        self.enabled = hasattr(torch._C, "_storage_Use_Count")
+
+    def take(self, shape: torch.Size, memory_format: torch.memory_format) -> torch.Tensor:
+        if self.enabled:
+            for buf, idle in self.pool:
+                same = buf.shape == shape and buf.is_contiguous(memory_format=memory_format)
+                if same and _storage_uses(buf) == idle:
+                    return buf[:]
+        buf = torch.empty(shape, dtype=torch.float32, memory_format=memory_format)
+        if self.enabled:
+            self.pool = [*self.pool[len(self.pool) - self.keep + 1 :], (buf, _storage_uses(buf))]
+        return buf[:]
 
 
 class StreamingLoader(_PlannedLoader):
-    """Large images through DataLoader workers (§3.4 augmentation for training; shorter
-    side 256 + center 224 crop for evaluation, or with ``view="ten_crop"`` the 10-crop
-    test as [N,10,3,224,224] batches), with the same plan as ``InMemoryLoader``: the
-    rank slicing plays the role of a DistributedSampler."""
+    """Large images through DataLoader workers (§3.4 scale augmentation for training, or
+    ``augment="rrc"``, the random-resized crop; shorter side 256 + center 224 crop for
+    evaluation, or with ``view="ten_crop"`` the 10-crop test as [N,10,3,224,224]
+    batches), with the same plan as ``InMemoryLoader``: the rank slicing plays the role
+    of a DistributedSampler. Workers hand over uint8 batches; the float conversion,
+    lighting and normalisation are one copy and one fused multiply-add on the device.
+    The crop side is ``preprocessing.size``."""
 
     def __init__(
         self,
@@ -377,7 +442,7 @@ class StreamingLoader(_PlannedLoader):
         preprocessing: Preprocessing,
         device: str | torch.device = "cpu",
         seed: int = 0,
-        augment: bool | None = None,
+        augment: bool | TrainCrop | None = None,
         drop_last: bool | None = None,
         rank: int = 0,
         world_size: int = 1,
@@ -388,9 +453,11 @@ class StreamingLoader(_PlannedLoader):
     ) -> None:
         self.split, self.train, self.seed, self.strict = split, train, seed, strict
         self.device = torch.device(device)
-        self.augment = train if augment is None else augment
+        self.augment = _crop_name(train if augment is None else augment)
         self.channels_last = channels_last
         self.workers = default_workers() if workers is None else workers
+        if self.workers < 0:
+            raise DataError(f"workers must be >= 0, got {self.workers}")
         super().__init__(
             len(split),
             batch_size,
@@ -402,9 +469,10 @@ class StreamingLoader(_PlannedLoader):
         )
         size = preprocessing.size
         self.dataset = _FolderDataset(
-            split, self.augment, size, preprocessing.resize or size, view=view
+            split, self.augment or False, size, preprocessing.resize or size, view=view
         )
         self.scale, self.bias = _affine(preprocessing, 3, size, size, self.device)
+        self._buffers = _BatchBuffers()
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
         keys = [
@@ -419,16 +487,41 @@ class StreamingLoader(_PlannedLoader):
             strict=self.strict,
             pin_memory=self.device.type == "cuda",
         )
-        for x, y in batches:
-            x = x.to(self.device, non_blocking=True)
-            out = torch.addcmul(self.bias, x.float(), self.scale) if x.shape[0] else x.float()
-            if self.channels_last and out.dim() == 4:
-                out = out.contiguous(memory_format=torch.channels_last)
+        for x, y, light in batches:
+            with _cpu_threads(self.device):
+                out = self.normalise(x.to(self.device, non_blocking=True), light)
             yield out, y.to(self.device, non_blocking=True)
+
+    def normalise(self, x: torch.Tensor, light: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 [N,...,3,H,W] -> normalised float32: one copy into a (reused, on the CPU)
+        float batch and one in-place fused multiply-add, the op ``predict`` uses (so the
+        same bits); the lighting shift (§3.4) folds into the per-image bias."""
+        if not x.shape[0]:
+            return x.float()
+        cl = self.channels_last and x.dim() == 4
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        if self.device.type == "cpu":
+            out = self._buffers.take(x.shape, fmt)
+        else:
+            out = torch.empty(x.shape, dtype=torch.float32, device=x.device, memory_format=fmt)
+        out.copy_(x)
+        if light is None:
+            return torch.addcmul(self.bias, out, self.scale, out=out)
+        # (x/255 + shift - mean)/std = x*scale + bias + shift*255*scale
+        shift = (light.to(out.device, non_blocking=True) * 255.0)[:, :, None, None] * self.scale
+        if self.bias.shape[1:] == (1, 1):  # per-channel mean: per-image bias, one op
+            return torch.addcmul(self.bias + shift, out, self.scale, out=out)
+        torch.addcmul(self.bias, out, self.scale, out=out)  # per-pixel mean image
+        return out.add_(shift)
 
 
 def default_workers() -> int:
-    return min(8, os.cpu_count() or 1)
+    """One loader worker per core this process may run on (at most 8)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
 
 
 def multiscale_batches(
@@ -449,13 +542,14 @@ def multiscale_batches(
     )
     keys = [[(int(i), 0, 0, b, 0) for i in idx] for b, idx, _, _ in plan.batches(0, 0)]
     dataset = _FolderDataset(split, False, min(sides), min(sides), view="multi_scale", sides=sides)
-    yield from _stream(
+    for views, y, _ in _stream(
         dataset,
         keys,
         workers=default_workers() if workers is None else workers,
         collate=_collate_lists,
         strict=strict,
-    )
+    ):
+        yield views, y
 
 
 def make_loader(
@@ -475,9 +569,18 @@ def make_loader(
     pad: int = 4,
     flip: bool = True,
     strict: bool = False,
+    train_crop: TrainCrop = "scale",
 ) -> InMemoryLoader | StreamingLoader:
     """The loader for ``split``: tensor ops on the device for in-memory splits, DataLoader
-    workers for streamed ones. ``pad``/``flip`` apply to in-memory augmentation."""
+    workers for streamed ones. ``pad``/``flip`` apply to in-memory augmentation (§4.2),
+    ``train_crop`` to streamed large images: "scale" (§3.4's shorter side in [256, 480],
+    crop, flip, PCA lighting) or "rrc" (random-resized crop and flip); the crop side is
+    ``preprocessing.size``."""
+    if train_crop not in TRAIN_CROPS:
+        raise DataError(
+            f"unknown training crop {train_crop!r}: expected one of {', '.join(TRAIN_CROPS)}"
+        )
+    augmenting = train if augment is None else augment
     common: dict[str, Any] = dict(
         train=train,
         preprocessing=preprocessing,
@@ -490,7 +593,15 @@ def make_loader(
         channels_last=channels_last,
     )
     if isinstance(split, InMemorySplit):
+        if augmenting and train_crop != "scale":
+            raise DataError(
+                f"training crop {train_crop!r} is for large images streamed from a class"
+                f" folder; these {split.images.shape[-1]}x{split.images.shape[-2]} images are"
+                " in memory and augmented by §4.2's pad, crop and flip"
+            )
         return InMemoryLoader(split, batch_size, pad=pad, flip=flip, **common)
     if isinstance(split, FolderSplit):
+        if augmenting:
+            common["augment"] = train_crop
         return StreamingLoader(split, batch_size, workers=workers, strict=strict, **common)
     raise DataError(f"cannot make a loader for {type(split).__name__}")

@@ -56,6 +56,9 @@ class TrainConfig:
     val_size: int = 5000  # held out of train for model selection (§4.2: 45k/5k)
     normalize: str = "pixel"  # pixel (the paper's mean image) | channel (mean/std)
     augment: bool = True
+    train_crop: str = "scale"  # large images: scale (§3.4: shorter side 256-480, 224 crop,
+    # flip, PCA colour) | rrc (random-resized crop + flip, the common modern choice)
+    image_size: int = 0  # large images: crop side (0: 224, §3.4); in-memory sets keep theirs
     strict_data: bool = False  # fail on an unreadable image instead of skipping it
     # evaluation and output
     eval_every: int = 0  # iterations; 0: `eval_points` evaluations over the run
@@ -153,6 +156,8 @@ class TrainConfig:
             (lambda: self.width is None or 1 <= self.width <= 8192, "width must be 1..8192"),
             (lambda: self.epochs >= 0, "epochs must be > 0"),
             (lambda: self.val_size >= 0, "val-size must be >= 0"),
+            (lambda: self.train_crop in ("scale", "rrc"), "train-crop must be scale or rrc"),
+            (lambda: 0 <= self.image_size <= 4096, "image-size must be 1..4096"),
             (lambda: self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
             (lambda: self.warmup in WARMUPS, f"warmup must be one of {WARMUPS}"),
             (lambda: self.normalize in ("pixel", "channel"), "normalize must be pixel or channel"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import signal
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,11 @@ from typing import Any
 import torch
 
 from resnetlab.errors import TrainingDiverged
+from resnetlab.training.config import TrainConfig
 from resnetlab.training.distributed import barrier, max_replica_difference, shutdown
 from resnetlab.training.evaluate import EvalResult
 from resnetlab.training.outputs import export_weights, plot_run_curves, write_results
+from resnetlab.training.progress import Rate
 from resnetlab.training.schedule import learning_rate, paper_warmup_should_end
 from resnetlab.training.setup import Run, prepare
 from resnetlab.training.step import train_step
@@ -42,7 +43,7 @@ class TrainResult:
     stopped_by_signal: int | None = None
 
 
-def train(cfg: Any, resume: bool = False, bundle: Any = None) -> TrainResult:
+def train(cfg: TrainConfig, resume: bool = False, bundle: Any = None) -> TrainResult:
     """Train (or resume) the run described by ``cfg`` into the folder ``cfg.out``."""
     run = prepare(cfg, resume, bundle)
     try:
@@ -94,7 +95,7 @@ def fit(run: Run) -> int | None:
     # at fixed iterations, so a resumed run syncs where an uninterrupted one does.
     sync_every = 1 if run.device.type == "cpu" else 20
     window = torch.zeros(4, dtype=torch.float64, device=run.device)  # loss, errors, n, stop
-    rate = _Rate(state.images_seen)
+    rate = Rate(state.images_seen)
     run.train_mode()
     run.progress.start(state.iteration, stop_at)
     with StopFlag() as stop:
@@ -159,7 +160,7 @@ def _account(run: Run, w: list[float], on_boundary: bool) -> None:
             run.progress.info(f"paper warm-up ended at iteration {state.iteration}")
 
 
-def _evaluate_and_log(run: Run, lr: float, rate: _Rate) -> tuple[dict[str, Any], bool]:
+def _evaluate_and_log(run: Run, lr: float, rate: Rate) -> tuple[dict[str, Any], bool]:
     """Evaluate and write a metrics row; returns it and whether validation improved."""
     state = run.state
     tr, state.interval = state.interval, [0.0, 0.0, 0.0]
@@ -215,24 +216,3 @@ def finish(run: Run, signum: int | None) -> TrainResult:
         plot_run_curves(folder, cfg.model, f"{cfg.model} on {run.bundle.name}")
         export_weights(folder, run.model, run.meta, result.test)
     return result
-
-
-class _Rate:
-    """Images per second over the last ~2 s (progress) and since the last metrics row."""
-
-    def __init__(self, images: int) -> None:
-        self.t = self.t_row = time.perf_counter()
-        self.images = self.images_row = images
-        self.ips = 0.0
-
-    def update(self, images: int) -> None:
-        now = time.perf_counter()
-        if now - self.t > 2.0 or self.ips == 0.0:
-            self.ips = (images - self.images) / max(now - self.t, 1e-9)
-            self.t, self.images = now, images
-
-    def row_rate(self, images: int) -> float:
-        now = time.perf_counter()
-        ips = (images - self.images_row) / max(now - self.t_row, 1e-9)
-        self.t_row, self.images_row = now, images
-        return ips

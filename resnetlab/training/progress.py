@@ -81,3 +81,24 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class Rate:
+    """Images per second over the last ~2 s (progress) and since the last metrics row."""
+
+    def __init__(self, images: int) -> None:
+        self.t = self.t_row = time.perf_counter()
+        self.images = self.images_row = images
+        self.ips = 0.0
+
+    def update(self, images: int) -> None:
+        now = time.perf_counter()
+        if now - self.t > 2.0 or self.ips == 0.0:
+            self.ips = (images - self.images) / max(now - self.t, 1e-9)
+            self.t, self.images = now, images
+
+    def row_rate(self, images: int) -> float:
+        now = time.perf_counter()
+        ips = (images - self.images_row) / max(now - self.t_row, 1e-9)
+        self.t_row, self.images_row = now, images
+        return ips

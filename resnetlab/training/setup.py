@@ -155,6 +155,11 @@ def prepare(cfg: TrainConfig, resume: bool, bundle: Any) -> Run:
         raise ResnetlabError(refusal)
     try:
         ckpt = load_checkpoint(checkpoint_path) if checkpoint_path is not None else None
+        if ckpt is not None and int(ckpt["iteration"]) > cfg.iters:
+            raise ResnetlabError(
+                f"{folder.path} is at iteration {ckpt['iteration']}; a length of {cfg.iters} "
+                "iterations would end before it (give a larger --iters)"
+            )
         pretrained = None
         if cfg.init and ckpt is None:  # a resumed run's weights are in its checkpoint
             from resnetlab.interop.loading import load_pretrained
@@ -168,6 +173,7 @@ def prepare(cfg: TrainConfig, resume: bool, bundle: Any) -> Run:
                 val_size=cfg.val_size,
                 seed=cfg.seed,
                 strict=cfg.strict_data,
+                image_size=cfg.image_size or None,
             )
         for note in getattr(bundle, "notes", []):
             progress.info(note)
@@ -221,6 +227,7 @@ def prepare(cfg: TrainConfig, resume: bool, bundle: Any) -> Run:
                 device=device,
                 seed=cfg.seed,
                 augment=cfg.augment if train else False,
+                train_crop=cfg.train_crop,  # type: ignore[arg-type]  # validated: scale | rrc
                 rank=dist_info.rank,
                 world_size=dist_info.world_size,
                 channels_last=choices["channels_last"],

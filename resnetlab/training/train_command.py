@@ -113,7 +113,7 @@ def _apply_epochs(cfg: TrainConfig, given: dict[str, Any]) -> tuple[TrainConfig,
 
     bundle = open_dataset(
         cfg.data, data_dir=cfg.data_dir, val_size=cfg.val_size, seed=cfg.seed,
-        strict=cfg.strict_data,
+        strict=cfg.strict_data, image_size=cfg.image_size or None,
     )  # fmt: skip
     steps = len(bundle.train.labels) // cfg.batch_size
     if steps == 0:
@@ -198,6 +198,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     a("--val-size", type=int, help="images held out of train for validation (paper: 5000)")
     a("--normalize", choices=["pixel", "channel"])
     a("--augment", action=argparse.BooleanOptionalAction, default=None)
+    a(
+        "--train-crop",
+        choices=["scale", "rrc"],
+        help="large images: scale (§3.4, shorter side 256-480 + 224 crop + PCA colour) or "
+        "rrc (random-resized crop)",
+    )
+    a("--image-size", type=int, help="large images: crop side (default 224)")
     a(
         "--strict-data",
         action="store_true",
