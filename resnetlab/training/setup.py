@@ -177,16 +177,16 @@ def prepare(cfg: TrainConfig, resume: bool, bundle: Any) -> Run:
             )
         for note in getattr(bundle, "notes", []):
             progress.info(note)
-        pre = bundle.preprocessing(cfg.normalize)
         if ckpt is not None:  # what the run was set up with, --init's choices included
             pre = Preprocessing.from_dict(ckpt["meta"]["preprocessing"])
             mcfg = ResNetConfig.from_dict(ckpt["model_config"])
         elif pretrained is not None:
-            pre = adopt_normalisation(pre, pretrained.preprocessing)
+            pre = adopt_normalisation(bundle.preprocessing(cfg.normalize), pretrained.preprocessing)
             mcfg = init_config(
                 cfg, pretrained.torch_model.config, len(bundle.classes), bundle.in_channels
             )
         else:
+            pre = bundle.preprocessing(cfg.normalize)
             mcfg = model_config(
                 cfg.model,
                 num_classes=len(bundle.classes),
