@@ -17,14 +17,19 @@ from typing import BinaryIO
 from resnetlab.errors import CheckpointError
 
 
+def nearest_existing(path: Path) -> Path:
+    """``path`` or its closest ancestor that exists: where a new file or folder would go."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def check_writable(path: str | Path) -> Path:
     """Refuse an output path that cannot be written, before any expensive work."""
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"cannot write {path}: it is a directory")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
+    parent = nearest_existing(path.parent)
     if not parent.is_dir():
         raise CheckpointError(f"cannot write {path}: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):

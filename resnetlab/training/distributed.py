@@ -89,16 +89,6 @@ def broadcast_object(obj: T, info: DistInfo) -> T:
     return box[0]
 
 
-def any_rank(flag: bool, info: DistInfo, device: torch.device | str = "cpu") -> bool:
-    """True on every rank if it is true on any: a stop signal that reached one process
-    stops all of them at the same iteration."""
-    if not info.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
-
-
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

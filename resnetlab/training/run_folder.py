@@ -20,10 +20,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from resnetlab.atomic import nearest_existing
 from resnetlab.errors import ResnetlabError
 
 CONFIG = "config.json"
@@ -111,9 +111,7 @@ class RunFolder:
         """Fail early, before data or model are loaded, if the folder cannot be written."""
         if self.path.exists() and not self.path.is_dir():
             raise RunFolderError(f"--out {self.path} is a file, not a folder")
-        parent = self.path
-        while not parent.exists():
-            parent = parent.parent
+        parent = nearest_existing(self.path)
         if not parent.is_dir():
             raise RunFolderError(f"cannot create run folder {self.path}: {parent} is a file")
         if not os.access(parent, os.W_OK | os.X_OK):
@@ -166,14 +164,6 @@ class RunFolder:
             with contextlib.suppress(OSError):
                 (self.path / LOCK).unlink()
                 self.path.rmdir()
-
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[RunFolder]:
-        self.acquire()
-        try:
-            yield self
-        finally:
-            self.release()
 
     def remove_stale_temporaries(self) -> list[Path]:
         removed = []

@@ -62,7 +62,6 @@ class Run:
     criterion: nn.Module
     progress: Progress
     metrics: MetricsLog | None = None
-    resumed_from: Path | None = None
     frozen: list[nn.Module] = field(default_factory=list)
 
     @property
@@ -294,7 +293,6 @@ def prepare(cfg: TrainConfig, resume: bool, bundle: Any) -> Run:
         criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
         progress=progress,
         metrics=metrics,
-        resumed_from=checkpoint_path,
         frozen=frozen,
     )
 

@@ -38,10 +38,6 @@ class TrainState:
     # speed settings chosen once at the start (channels_last, compile, amp, ...)
     choices: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def epoch(self) -> int:
-        return self.iteration // self.steps_per_epoch
-
     def state_dict(self) -> dict[str, Any]:
         rng: dict[str, Any] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
