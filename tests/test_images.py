@@ -12,12 +12,26 @@ import pytest
 import torch
 from PIL import Image
 
-from resnetlab.data import DataWarning, FolderSplit, InMemorySplit, Preprocessing, open_dataset
+from resnetlab.data import (
+    DataWarning,
+    FolderSplit,
+    InMemorySplit,
+    Preprocessing,
+    images,
+    open_dataset,
+)
 from resnetlab.data.common import derive_seed
 from resnetlab.data.folder import _decode_small
-from resnetlab.data.images import read_image, to_mode
+from resnetlab.data.images import DECODE_ERRORS, read_image, read_planned, read_planned_rgb, to_mode
 from resnetlab.data.loader import _FolderDataset
-from resnetlab.data.transforms import crop_resize, eval_view, scale_plan, scale_range
+from resnetlab.data.transforms import (
+    CropPlan,
+    crop_resize,
+    eval_view,
+    rrc_plan,
+    scale_plan,
+    scale_range,
+)
 
 PRE = Preprocessing(size=16, mean=[0.0] * 3, std=[1.0] * 3)
 
@@ -167,3 +181,92 @@ def test_large_jpeg_same_tensor_for_predict_and_streaming_eval(tmp_path: Path) -
     via_predict = pre.load(tmp_path / "big.jpg")
     assert via_predict.shape == (3, 32, 32)
     assert torch.equal(via_predict, torch.from_numpy(_streamed(tmp_path / "big.jpg", 32, 40)))
+
+
+def _jpeg(path: Path, w: int, h: int, seed: int, orientation: int = 1, **save: object) -> None:
+    """A photo-like JPEG stored ``w`` x ``h`` (smooth gradients, edges and noise, so a
+    wrong crop, turn or mirror shows), with EXIF ``orientation``."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([xx / w * 230, yy / h * 230, ((xx // 23 + yy // 31) % 2) * 200], -1)
+    arr = np.clip(base + rng.normal(0, 10, (h, w, 3)), 0, 255).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(arr).save(path, quality=90, exif=exif, **save)  # type: ignore[arg-type]
+
+
+def _both(path: Path, plan: CropPlan, size: int) -> tuple[np.ndarray | Image.Image, Image.Image]:
+    """(the training decoder's pixels, Pillow's image) of ``path`` for ``plan``."""
+    a, _ = read_planned_rgb(path, lambda w, h: plan, lambda p: p.shorter(size))
+    b, _ = read_planned(path, "RGB", lambda w, h: plan, lambda p: p.shorter(size))
+    return a, b
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_turbo_decoded_crops_match_pillow(tmp_path: Path, orientation: int) -> None:
+    """The training crops' JPEG decoder (libjpeg-turbo straight to an array) against
+    Pillow's: every EXIF orientation, odd sizes, 4:4:4 / 4:2:2 / 4:2:0 chroma, a
+    progressive and a greyscale file, a draft-reduced scale. Same upright pixels, same
+    crops (the mirror included); a wrong turn, box or scale is tens of levels off."""
+    cases = [
+        (333, 217, {}),
+        (301, 405, {"subsampling": 0}),
+        (250, 371, {"subsampling": 1, "progressive": True}),
+        (1001, 745, {}),  # crops of 224 from it decode at 1/2
+    ]
+    reduced = 0
+    for i, (w, h, save) in enumerate(cases):
+        path = tmp_path / f"{i}.jpg"
+        _jpeg(path, w, h, i, orientation, **save)
+        pillow = np.asarray(read_image(path))
+        turbo, _ = read_planned_rgb(path, lambda w, h: None, lambda p: 0)
+        assert isinstance(turbo, np.ndarray), "fell back to Pillow"
+        assert turbo.shape == pillow.shape  # upright: orientations 5-8 swap the sides
+        assert np.abs(turbo.astype(int) - pillow).mean() < 0.5
+        rng = np.random.default_rng(i)
+        size = 224 if w > 1000 else 96
+        up_w, up_h = pillow.shape[1], pillow.shape[0]
+        for k in range(6):
+            if k % 2:  # random-resized crops of at least 30% of the area
+                plan = rrc_plan(up_w, up_h, rng, area=(0.3, 1.0))
+            else:
+                plan = scale_plan(up_w, up_h, rng, scale=scale_range(size), crop=size)
+            a, b = _both(path, plan, size)
+            assert isinstance(a, np.ndarray) and a.shape[1::-1] == b.size  # same draft scale
+            reduced += a.shape[0] < pillow.shape[0]
+            diff = np.abs(crop_resize(a, plan, size).astype(int) - crop_resize(b, plan, size))
+            assert diff.mean() < 0.5, (i, k, diff.mean())
+    assert reduced  # the 1001 x 745 photo's crops decoded at 1/2 at least once
+    grey = tmp_path / "grey.jpg"
+    Image.fromarray(np.asarray(read_image(tmp_path / "0.jpg", "L"))).save(grey, quality=90)
+    mpo = tmp_path / "phone.jpg"  # a JPEG with a second frame (MPO): its first frame
+    with Image.open(tmp_path / "0.jpg") as first:
+        first.save(mpo, "MPO", save_all=True, append_images=[Image.new("RGB", (8, 8))])
+    for path in (grey, mpo):
+        turbo, _ = read_planned_rgb(path, lambda w, h: (w, h), lambda p: 0)
+        assert isinstance(turbo, np.ndarray)
+        assert np.array_equal(turbo, np.asarray(read_image(path)))
+
+
+def test_turbo_decode_falls_back_to_pillow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CMYK JPEGs, other formats, damaged files and a missing simplejpeg go through Pillow,
+    with its pixels and its errors."""
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (40, 30), (0, 255, 255, 0)).save(cmyk, quality=95)
+    png = tmp_path / "x.png"
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(png)
+    for path in (cmyk, png):
+        im, _ = read_planned_rgb(path, lambda w, h: None, lambda p: 0)
+        assert isinstance(im, Image.Image) and im.mode == "RGB"
+        assert np.array_equal(np.asarray(im), np.asarray(read_image(path)))
+    photo = tmp_path / "p.jpg"
+    _jpeg(photo, 120, 90, 0, 6)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(photo.read_bytes()[:-400])  # truncated: Pillow's error, as before
+    with pytest.raises(DECODE_ERRORS):
+        read_planned_rgb(cut, lambda w, h: None, lambda p: 0)
+    fast, _ = read_planned_rgb(photo, lambda w, h: None, lambda p: 0)
+    monkeypatch.setattr(images, "simplejpeg", None)
+    slow, _ = read_planned_rgb(photo, lambda w, h: None, lambda p: 0)
+    assert isinstance(fast, np.ndarray) and isinstance(slow, Image.Image)
+    assert slow.size == (90, 120) and np.abs(fast.astype(int) - np.asarray(slow)).mean() < 0.5

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import default_collate
 
 from resnetlab.data.common import DataWarning, FolderSplit, InMemorySplit, derive_seed, generator
-from resnetlab.data.images import DECODE_ERRORS, read_image, read_planned
+from resnetlab.data.images import DECODE_ERRORS, read_image, read_planned_rgb
 from resnetlab.data.preprocess import Preprocessing
 from resnetlab.data.transforms import (
     MULTISCALE_SIDES,
@@ -275,7 +275,8 @@ class _FolderDataset(torch.utils.data.Dataset[Any]):
     Every view starts from the decoding in ``images`` (the one ``predict`` uses):
     a training crop (``augment`` "scale": §3.4, or "rrc": random-resized crop) planned
     on the full-size image before decoding, so a JPEG is decoded at the smallest DCT
-    scale that still covers the crop; ``center`` (shorter side ``resize``, centre
+    scale that still covers the crop (by libjpeg-turbo straight to an array, the same
+    pixels as Pillow's: ``read_planned_rgb``); ``center`` (shorter side ``resize``, centre
     ``size`` crop), ``ten_crop`` (uint8 [10,3,size,size]) or ``multi_scale`` (a list of
     whole images [3,H,W], shorter side at each of ``sides``). Pixels stay uint8; the
     §3.4 lighting shift travels beside them, added on the device."""
@@ -307,9 +308,8 @@ class _FolderDataset(torch.utils.data.Dataset[Any]):
             if self.augment:
                 kind, size = self.augment, self.size
                 rng = np.random.default_rng(derive_seed(seed, epoch, batch, pos, _AUG_STREAM))
-                im, plan = read_planned(
+                im, plan = read_planned_rgb(
                     path,
-                    "RGB",
                     lambda w, h: plan_view(kind, w, h, rng, size),
                     lambda planned: planned.shorter(size),
                 )
