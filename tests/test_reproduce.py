@@ -1,78 +1,181 @@
-"""reproduce --smoke: the plumbing of the paper's evidence (files, figures, reuse), not numbers."""
+"""reproduce --smoke: the plumbing of the paper's evidence (one pool of runs shared by the
+reports, reuse, layouts, statistics without weights, reports), not numbers."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
-from conftest import run_cli
+import pytest
+from conftest import REPO, run_cli
 from PIL import Image
+
+from resnetlab.errors import ResnetlabError
+from resnetlab.training.recipes import build_config
+from resnetlab.training.run_folder import RunFolder
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return run_cli("reproduce", *args, timeout=600)
 
 
-def test_degradation_then_responses_smoke(tiny_dataset: Path, tmp_path: Path) -> None:
-    out = tmp_path / "degradation"
-    args = [
-        "degradation",
-        "--smoke",
-        "--data",
-        str(tiny_dataset),
-        "--depths",
-        "20",
-        "32",
-        "--out",
-        str(out),
-    ]
-    done = cli(*args)
+def error_lines(done: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in done.stderr.splitlines() if line.strip()]
+
+
+def test_reports_share_one_pool_and_regenerate_identically(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    smoke = ["--smoke", "--data", str(tiny_dataset)]
+    fig6 = ["degradation", *smoke, "--depths", "20", "32", "--resnet-only-depths"]
+    fig6 += ["--out", str(tmp_path / "degradation")]
+    done = cli(*fig6)
     assert done.returncode == 0, done.stderr[-2000:]
-    report = (out / "report.md").read_text()
+    pool = tmp_path / "cifar-runs"  # beside the report folders
+    report = (tmp_path / "degradation" / "report.md").read_text()
     for model in ("plain20", "plain32", "resnet20", "resnet32"):
-        assert f"| {model} |" in report
-        assert (out / "runs" / model / "results.json").exists()
+        assert f"| [{model}](../cifar-runs/{model}) |" in report
+        run = pool / model
+        for name in ("config.json", "metrics.csv", "results.json", "responses.json"):
+            assert (run / name).is_file(), run / name
+        config = json.loads((run / "config.json").read_text())
+        assert config["train"]["procs"] == 1 and config["environment"]["world_size"] == 1
+        assert set(config["environment"]["cpu"]) == {"model", "isa", "cores"}
+        assert json.loads((run / "results.json").read_text())["train_seconds"] > 0
+        stats = json.loads((run / "responses.json").read_text())
+        assert stats["split"] == "test" and stats["weights"] == "model.safetensors"
     # 3 classes: fc has 64*3+3 parameters instead of 650; beside it, the paper's 8.75% error
-    assert "| resnet20 | 269,267 |" in report and "8.75 |" in report
-    assert "Result:" in report and "smoke test" in report
-    with Image.open(out / "degradation.png") as im:
+    assert "| [resnet20](../cifar-runs/resnet20) | 20 | 269,267 |" in report
+    assert "| 8.75 |" in report and "smoke test" in report
+    assert "process layout: 1 process per run; BN statistics over 16 images" in report
+    assert "## Conclusions" in report and "**" in report and "wall time: " in report
+    with Image.open(tmp_path / "degradation" / "degradation.png") as im:
         assert im.width > 1.8 * im.height  # two panels side by side
-    again = cli(*args)  # finished runs are reused, not retrained
-    assert again.returncode == 0 and again.stdout.count("finished earlier") == 4
-    other = cli(*args, "--recipe", "paper-short")  # never mixed into runs of another recipe
-    assert other.returncode == 2
-    assert other.stderr.startswith("error: ") and "recipe 'paper' -> 'paper-short'" in other.stderr
-    assert "give another --out" in other.stderr
+    written = {p: p.read_bytes() for p in (tmp_path / "degradation").iterdir()}
 
-    resp_out = tmp_path / "responses"
-    done = cli("responses", "--smoke", "--data", str(tiny_dataset), "--out", str(resp_out))
-    assert done.returncode == 0, done.stderr[-2000:]
-    stds = json.loads((resp_out / "responses.json").read_text())
+    again = cli(*fig6)  # finished runs are reused, and the report comes out the same
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count("finished earlier") == 4 and "training (" not in again.stdout
+    assert {p: p.read_bytes() for p in written} == written
+
+    # Table 6 takes resnet20 and resnet32 from the pool: nothing is trained again
+    table = cli(
+        "cifar-table", *smoke, "--models", "resnet20", "resnet32", "--out",
+        str(tmp_path / "cifar-table"),
+    )  # fmt: skip
+    assert table.returncode == 0, table.stderr[-2000:]
+    assert table.stdout.count("finished earlier") == 2 and "training (" not in table.stdout
+    rows = (tmp_path / "cifar-table" / "report.md").read_text()
+    assert "| [resnet32](../cifar-runs/resnet32) | 32 | 463,699 |" in rows
+    assert "| 0.46M | 7.51 |" in rows
+
+    # --checkpoints: any weights, as before
+    given = cli(
+        "responses", *smoke, "--checkpoints", str(pool / "resnet20" / "model.safetensors"),
+        "--out", str(tmp_path / "responses-given"),
+    )  # fmt: skip
+    assert given.returncode == 0, given.stderr[-2000:]
+    stds = json.loads((tmp_path / "responses-given" / "responses.json").read_text())
+    assert {k: len(v) for k, v in stds.items()} == {"resnet20": 19}
+
+    # Fig. 7 from the statistics saved with the runs: no weights needed
+    for run in pool.iterdir():
+        (run / "model.safetensors").unlink()
+        shutil.rmtree(run / "checkpoints")
+    fig7 = cli(
+        "responses", *smoke, "--depths", "20", "32", "--resnet-only-depths", "--out",
+        str(tmp_path / "responses"),
+    )  # fmt: skip
+    assert fig7.returncode == 0, fig7.stderr[-2000:]
+    assert "training (" not in fig7.stdout and "measured on" not in fig7.stdout
+    stds = json.loads((tmp_path / "responses" / "responses.json").read_text())
     # every 3x3 layer: the stem plus two per basic block (6n+2 - 1 = 6n+1)
-    assert {k: len(v) for k, v in stds.items()} == {
-        "plain20": 19,
-        "plain32": 31,
-        "resnet20": 19,
-        "resnet32": 31,
-    }
+    lengths = {k: len(v) for k, v in stds.items()}
+    assert lengths == {"plain20": 19, "plain32": 31, "resnet20": 19, "resnet32": 31}
     assert all(s >= 0 for v in stds.values() for s in v)
-    assert (resp_out / "responses.png").exists()
+    assert "## Conclusions" in (tmp_path / "responses" / "report.md").read_text()
+    assert (tmp_path / "responses" / "responses.png").exists()
+
+    other = cli(*fig6, "--recipe", "paper-short")  # never mixed into runs of another recipe
+    assert other.returncode == 2 and len(error_lines(other)) == 1
+    assert other.stderr.startswith("error: ") and "recipe 'paper' -> 'paper-short'" in other.stderr
 
 
-def test_responses_without_checkpoints_is_one_clear_error(tmp_path: Path) -> None:
-    done = cli("responses", "--data", "x", "--out", str(tmp_path / "responses"))
-    assert done.returncode == 2
-    assert done.stderr.startswith("error: no checkpoints given")
+def test_a_run_of_another_process_layout_is_refused(tiny_dataset: Path, tmp_path: Path) -> None:
+    """--procs 2 trains in two DDP workers (BN over 8 of each 16 images); a report at the
+    default --procs 1 refuses that run instead of mixing BN batch sizes in one figure."""
+    smoke = ["--smoke", "--data", str(tiny_dataset)]
+    out = str(tmp_path / "cifar-table")
+    done = cli("cifar-table", *smoke, "--models", "resnet20", "--procs", "2", "--out", out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    env = json.loads((tmp_path / "cifar-runs" / "resnet20" / "config.json").read_text())
+    assert env["train"]["procs"] == 2 and env["environment"]["world_size"] == 2
+    assert env["environment"]["launcher"] == "resnetlab"
+    assert (
+        "2 processes (DDP, one thread each) per run; BN statistics over 8 images"
+        in (tmp_path / "cifar-table" / "report.md").read_text()
+    )
+    mixed = cli(
+        "degradation", *smoke, "--depths", "20", "--resnet-only-depths", "--report-only",
+        "--out", str(tmp_path / "degradation"),
+    )  # fmt: skip
+    assert mixed.returncode == 2 and len(error_lines(mixed)) == 1, mixed.stderr[-2000:]
+    assert "procs 2 -> 1, BN over 8 -> 16 images per process" in mixed.stderr
+    assert not (tmp_path / "degradation").exists()
 
 
-def test_smoke_runs_default_to_runs_smoke_not_the_committed_reports(tmp_path: Path) -> None:
-    done = run_cli("reproduce", "responses", "--smoke", "--data", "x", cwd=tmp_path)
-    assert done.returncode == 2
-    assert str(Path("runs") / "smoke" / "degradation" / "runs") in done.stderr
+def test_configs_written_before_procs_give_their_world_size(tmp_path: Path) -> None:
+    """The committed runs predate train.procs: their recorded world size stands in."""
+    from resnetlab.experiments.reproduce import _check_same_recipe
+
+    committed = REPO / "reports" / "cifar-runs" / "resnet20" / "config.json"
+    doc = json.loads(committed.read_text())
+    assert "procs" not in doc["train"] and doc["environment"]["world_size"] == 1
+    folder = RunFolder(tmp_path / "resnet20")
+    folder.path.mkdir()
+    folder.config.write_text(committed.read_text())
+    # the lead's command: --recipe paper-short --iters 4000 --eval-points 20, --procs 1
+    wanted = dict(data=doc["train"]["data"], iters=4000, eval_points=20, procs=1, seed=0)
+    cfg = build_config("paper-short", "resnet20", wanted)
+    _check_same_recipe(folder, cfg)  # reused as it is
+    with pytest.raises(ResnetlabError, match=r"procs 1 -> 2, BN over 128 -> 64 images"):
+        _check_same_recipe(folder, dataclasses.replace(cfg, procs=2))
+    doc["environment"]["world_size"] = 2  # an old run of two processes
+    folder.config.write_text(json.dumps(doc))
+    with pytest.raises(ResnetlabError, match=r"procs 2 -> 1"):
+        _check_same_recipe(folder, cfg)
+
+
+def test_report_only_marks_missing_runs_and_trains_nothing(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from resnetlab.cli import main
+    from resnetlab.experiments.reproduce import SMOKE
+
+    monkeypatch.chdir(tmp_path)
+    # an interrupted run: its config and one metrics row, no results
+    pool = tmp_path / "runs" / "smoke" / "cifar-runs"  # --smoke never writes in reports/
+    run = pool / "resnet20-B"
+    run.mkdir(parents=True)
+    fields = dict(SMOKE, data=str(tiny_dataset), shortcut="B", procs=1, compile="off")
+    cfg = build_config("paper", "resnet20", dict(fields, channels_last="off"))
+    (run / "config.json").write_text(json.dumps({"train": cfg.to_dict()}))
+    (run / "metrics.csv").write_text(
+        "iteration,epoch,lr,train_loss,train_error,val_error,test_error,images_per_s\n"
+        "4,1,0.1,1.0,0.5,0.5,0.5,100\n"
+    )
+    args = ["reproduce", "shortcuts", "--smoke", "--data", str(tiny_dataset), "--report-only"]
+    assert main(args) == 0
+    report = (tmp_path / "runs" / "smoke" / "shortcuts" / "report.md").read_text()
+    assert "0 of 6 finished" in report and "resnet20-C-seed1: not run yet" in report
+    assert "resnet20-B: unfinished (iteration 4 of 12)" in report
+    assert "| B | projections" in report and "not testable yet" in report
+    assert "--seeds 0 1" in report and "--report-only" not in report
+    assert sorted(p.name for p in pool.iterdir()) == ["resnet20-B"]  # nothing trained
     assert not (tmp_path / "reports").exists()
-    done = run_cli("reproduce", "responses", "--data", "x", cwd=tmp_path)
-    assert str(Path("reports") / "degradation" / "runs") in done.stderr
 
 
 def test_response_std_is_the_bn_output_std() -> None:

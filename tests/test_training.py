@@ -112,6 +112,8 @@ def test_run_folder_explains_itself(tiny_dataset: Path, tmp_path: Path) -> None:
     assert [r.split(",")[0] for r in rows[1:]] == ["4", "8"]
     res = json.loads((out / "results.json").read_text())
     assert res["test"]["n"] == 24 and 0 <= res["test"]["top1_acc"] <= 1
+    assert res["train_seconds"] > 0  # what the run cost, for the reports
+    assert set(doc["environment"]["cpu"]) == {"model", "isa", "cores"}
     ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
     assert ckpt["iteration"] == 8 and ckpt["meta"]["classes"] == ["blue", "green", "red"]
 
@@ -120,8 +122,10 @@ def test_resume_is_exact(tiny_dataset: Path, tmp_path: Path) -> None:
     straight = train(tiny_config(tiny_dataset, tmp_path / "a", iters=10, eval_every=5))
     first = train(tiny_config(tiny_dataset, tmp_path / "b", iters=10, eval_every=5, stop_at=5))
     assert not first.finished and first.iteration == 5
+    before = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["train_seconds"]
     resumed = train(tiny_config(tiny_dataset, tmp_path / "b", iters=10, eval_every=5), resume=True)
     assert resumed.finished and resumed.iteration == 10 and straight.finished
+    assert resumed.train_seconds is not None and resumed.train_seconds > before > 0  # summed
     a = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
     b = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
     for k, v in a["model"].items():

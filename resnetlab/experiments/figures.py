@@ -18,20 +18,41 @@ def _pyplot() -> Any:
 
 
 def plot_runs(runs: dict[str, list[dict[str, Any]]], path: Path, title: str = "") -> None:
-    plot_curves(runs, path, title=title)
+    if runs:
+        plot_curves(runs, path, title=title)
+        return
+    plt = _pyplot()  # a partial report's figure before any run has finished
+    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=110)
+    ax.set_title(f"{title} (no finished run yet)")
+    ax.set_xlabel("iter.")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _depth(name: str) -> int:
+    digits = "".join(c for c in name if c.isdigit())
+    return int(digits) if digits else 0
 
 
 def plot_degradation(outcomes: list[Any], path: Path) -> None:
-    """Fig. 6: plain nets left, ResNets right; one colour per depth in both panels."""
+    """Fig. 6: plain nets left, ResNets right (the paper's left and middle panels); one
+    colour per depth in both panels, so plain-20 and ResNet-20 match. Runs not finished
+    keep their colour (a partial figure's colours are the final ones) but draw nothing."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110, sharey=True)
-    depths = sorted({int("".join(c for c in o.spec.model if c.isdigit())) for o in outcomes})
+    depths = sorted({_depth(o.spec.model) for o in outcomes})
+    outcomes = [o for o in outcomes if getattr(o, "finished", True)]
     cmap = plt.get_cmap("tab10")
     for ax, kind, title in ((axes[0], "plain", "plain networks"), (axes[1], "resnet", "ResNets")):
         runs = {
             f"{kind}-{d}": o.rows for d in depths for o in outcomes if o.spec.model == f"{kind}{d}"
         }
-        colors = {f"{kind}-{d}": cmap(i) for i, d in enumerate(depths)}
+        if not runs:  # nothing finished in this family yet
+            ax.set_title(f"{title} (no finished run yet)")
+            ax.set_xlabel("iter.")
+            continue
+        colors = {f"{kind}-{d}": cmap(i % 10) for i, d in enumerate(depths)}
         plot_curves(runs, path, title=title, ax=ax, colors=colors)
     fig.tight_layout()
     fig.savefig(path)
@@ -39,18 +60,21 @@ def plot_degradation(outcomes: list[Any], path: Path) -> None:
 
 
 def plot_responses(stds: dict[str, list[float]], path: Path) -> None:
-    """Fig. 7: std of 3x3 layer responses, by layer index (top) and sorted (bottom)."""
+    """Fig. 7: std of 3x3 layer responses, by layer index (top) and sorted (bottom);
+    plain nets dashed, ResNets solid, one colour per depth as in Fig. 6."""
     plt = _pyplot()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6.5), dpi=110)
     cmap = plt.get_cmap("tab10")
-    for i, (name, s) in enumerate(stds.items()):
+    depths = sorted({_depth(name) for name in stds})
+    for name, s in stds.items():
         style = "--" if name.startswith("plain") else "-"
-        top.plot(range(1, len(s) + 1), s, style, color=cmap(i % 10), label=name, linewidth=1.3)
+        color = cmap(depths.index(_depth(name)) % 10)
+        top.plot(range(1, len(s) + 1), s, style, color=color, label=name, linewidth=1.3)
         bottom.plot(
             range(1, len(s) + 1),
             sorted(s, reverse=True),
             style,
-            color=cmap(i % 10),
+            color=color,
             label=name,
             linewidth=1.3,
         )
@@ -63,7 +87,8 @@ def plot_responses(stds: dict[str, list[float]], path: Path) -> None:
         if wide:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if stds:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -1,32 +1,37 @@
 """``resnetlab reproduce``: the paper's CIFAR evidence, one command per figure or table.
 
 * degradation — Fig. 6: plain-N and resnet-N trained alike; plain nets get worse with
-  depth, residual nets better (§4.2).
+  depth, residual nets better (§4.2). The ResNet panel also has ResNet-110, as the
+  paper's (``--resnet-only-depths``).
 * cifar-table — Table 6: depth, parameters and test error of the CIFAR ResNets.
-* shortcuts — options A/B/C at equal budget (the CIFAR counterpart of Table 3).
+* shortcuts — options A/B/C (§3.3) at equal budget, over seeds (the CIFAR counterpart
+  of Table 3).
 * responses — Fig. 7: std of each 3x3 layer's response (after BN, before the addition
   and ReLU) on the test set, by layer index and sorted by magnitude.
 
-Every training run lives in ``OUT/runs/NAME`` and is reused: a finished run (with
-results.json) is skipped, an interrupted one resumed, so a reproduction can be stopped
-and started again at any point. ``--iters`` scales the paper's 64k-iteration schedule.
+The reports share one pool of runs (``--runs``, default ``cifar-runs`` beside the
+report folders): resnet20 trained for Fig. 6 is the same run as Table 6's and option A's
+first seed. A finished run (with results.json) is reused, an interrupted one resumed,
+so a reproduction can be stopped and started again at any point and built up across
+sessions. A run that finishes saves its Fig. 7 statistics (responses.json) beside its
+metrics, so the figures need no weights once the runs are committed. Every run of a
+report has the report's one training setting, process layout included; a pool folder
+holding a run with another setting is refused, never mixed in.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import shlex
-import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from resnetlab.atomic import write_text_atomic
 from resnetlab.errors import ResnetlabError
-from resnetlab.training.run_folder import CHECKPOINTS, RunFolder
+from resnetlab.training.config import TrainConfig
+from resnetlab.training.run_folder import RunFolder
 
 PAPER_ITERS = 64_000
 RECIPE_NOTES = {
@@ -37,37 +42,94 @@ RECIPE_NOTES = {
     ),
 }
 SMOKE = dict(iters=12, batch_size=16, eval_points=3, val_size=8)
+SMOKE_RESPONSE_IMAGES = 96
+POOL = "cifar-runs"  # the runs' folder, beside the report folders
+RESPONSES = "responses.json"  # a run's Fig. 7 statistics, in its folder
+# One process: the layout of the runs committed first (BN over all 128 images of a
+# batch). The trainer's own default (one process per core) may change with the machine;
+# a report pins its layout so that its runs never mix BN batch sizes.
+DEFAULT_PROCS = 1
+EXPERIMENTS = ("degradation", "cifar-table", "shortcuts", "responses")
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunSpec:
-    name: str  # folder name under OUT/runs
+    """One run of the pool. ``shortcut`` None is the preset's (A for the CIFAR ResNets,
+    §4.2; none for plain nets), so the option-A run is the same run as Fig. 6's."""
+
     model: str
     shortcut: str | None = None
+    seed: int = 0
+
+    @property
+    def name(self) -> str:
+        """Folder name: ``resnet20``, ``resnet20-B``, ``resnet20-C-seed1``."""
+        parts = [self.model, *([self.shortcut] if self.shortcut else [])]
+        return "-".join(parts + ([f"seed{self.seed}"] if self.seed else []))
+
+    @property
+    def family(self) -> str:
+        return "plain" if self.model.startswith("plain") else "resnet"
+
+    @property
+    def depth(self) -> int:
+        from resnetlab.models import model_config
+
+        return model_config(self.model).depth
+
+    @property
+    def option(self) -> str:
+        from resnetlab.models import model_config
+
+        return self.shortcut or str(model_config(self.model).shortcut)
+
+
+def make_spec(model: str, shortcut: str | None = None, seed: int = 0) -> RunSpec:
+    """A spec with the preset's own shortcut written as None (one name per run)."""
+    from resnetlab.models import PRESETS, model_config
+
+    if model not in PRESETS:
+        raise ResnetlabError(f"unknown model {model!r}; see 'resnetlab models'")
+    if shortcut is not None and shortcut == model_config(model).shortcut:
+        shortcut = None
+    return RunSpec(model, shortcut, seed)
 
 
 @dataclass
 class RunOutcome:
+    """What a report needs of one run; everything but ``spec`` and ``path`` is read
+    from the run's own files, so reports need no weights."""
+
     spec: RunSpec
-    run_dir: Path
-    params: int
-    final_train_error: float | None
-    test_error: float | None
-    rows: list[dict[str, Any]]
+    path: Path
+    status: str  # finished | not run yet | unfinished (iteration N of M)
+    params: int | None = None
+    final_train_error: float | None = None
+    test_error: float | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    responses: dict[str, Any] | None = None
+    train_seconds: float | None = None
+    config: TrainConfig | None = None
+    saved: dict[str, Any] = field(default_factory=dict)  # config.json as written
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
 
 
-def _train_config(args: argparse.Namespace, spec: RunSpec, out: Path) -> Any:
+def _train_config(args: argparse.Namespace, spec: RunSpec, pool: Path) -> TrainConfig:
     from resnetlab.training.recipes import build_config
 
     overrides: dict[str, Any] = dict(
         data=args.data,
         data_dir=args.data_dir,
         iters=args.iters,
-        seed=args.seed,
+        seed=spec.seed,
         shortcut=spec.shortcut,
-        out=str(out / "runs" / spec.name),
+        out=str(pool / spec.name),
         log_every=args.log_every,
         device=args.device,
+        procs=args.procs,
     )
     if args.eval_points is not None:
         overrides["eval_points"] = args.eval_points
@@ -78,284 +140,293 @@ def _train_config(args: argparse.Namespace, spec: RunSpec, out: Path) -> Any:
     return build_config(args.recipe, spec.model, overrides)
 
 
-def run_all(args: argparse.Namespace, specs: list[RunSpec], out: Path) -> list[RunOutcome]:
-    """Train every spec not finished yet (resuming interrupted ones), then collect results."""
-    from resnetlab.models import build_model, count_parameters
-    from resnetlab.training.loop import train
-    from resnetlab.training.metrics import read_metrics
-
-    outcomes = []
-    for i, spec in enumerate(specs, 1):
-        cfg = _train_config(args, spec, out)
-        folder = RunFolder(cfg.out)
-        _check_same_recipe(folder, cfg)
-        if folder.is_finished():
-            print(f"[{i}/{len(specs)}] {spec.name}: finished earlier, reusing {folder.path}")
-        else:
-            resume = folder.config.exists()
-            print(
-                f"[{i}/{len(specs)}] {spec.name}: {'resuming' if resume else 'training'} "
-                f"({cfg.iters} iterations) -> {folder.path}",
-                flush=True,
-            )
-            result = train(cfg, resume=resume)
-            if not result.finished:
-                raise ResnetlabError(
-                    f"{spec.name} stopped at iteration {result.iteration}; "
-                    "run the same command again to resume"
-                )
-        rows = read_metrics(folder.metrics)
-        doc = json.loads(folder.results.read_text())
-        with torch.device("meta"):
-            params = count_parameters(build_model(json.loads(folder.config.read_text())["model"]))
-        train_errs = [r["train_error"] for r in rows if r.get("train_error") is not None]
-        test = doc.get("test")
-        outcomes.append(
-            RunOutcome(
-                spec,
-                folder.path,
-                params,
-                train_errs[-1] if train_errs else None,
-                1 - test["top1_acc"] if test else None,
-                rows,
-            )
-        )
-    return outcomes
-
-
-# What makes two runs comparable; the rest (output folder, device, speed settings,
-# logging) may differ between an interrupted run and its resumption.
+# What makes two runs one setting; the rest (output folder, device, threads, speed
+# settings, logging) may differ between an interrupted run and its resumption. The
+# process layout is part of it: each process normalises BN over its own batch/procs
+# images (launch.py), so procs changes what BN sees.
 _RECIPE_FIELDS = (
-    "model", "data", "recipe", "shortcut", "iters", "batch_size", "lr", "momentum",
-    "nesterov", "weight_decay", "schedule", "milestones", "lr_decay", "warmup",
-    "warmup_iters", "label_smoothing", "val_size", "normalize", "augment", "seed",
+    "model", "data", "recipe", "shortcut", "zero_init_residual", "iters", "batch_size",
+    "lr", "momentum", "nesterov", "weight_decay", "schedule", "milestones", "lr_decay",
+    "warmup", "warmup_iters", "label_smoothing", "accum_steps", "procs", "sync_bn",
+    "val_size", "normalize", "augment", "eval_every", "eval_points", "tta_flip",
+    "tta_shift", "pad", "seed",
 )  # fmt: skip
 
 
-def _check_same_recipe(folder: RunFolder, cfg: Any) -> None:
-    """Refuse to reuse or resume a run trained with another recipe, length or seed."""
+def _same(key: str, saved: Any, wanted: Any) -> bool:
+    if key == "data" and saved != wanted:  # the same folder, written another way
+        a, b = Path(str(saved)), Path(str(wanted))
+        return a.exists() and b.exists() and a.resolve() == b.resolve()
+    return bool(saved == wanted)
+
+
+def _difference(key: str, saved: TrainConfig, cfg: TrainConfig) -> str:
+    text = f"{key} {getattr(saved, key)!r} -> {getattr(cfg, key)!r}"
+    if key == "procs":
+        per = [c.batch_size // (max(c.procs, 1) * c.accum_steps) for c in (saved, cfg)]
+        text += f", BN over {per[0]} -> {per[1]} images per process"
+    return text
+
+
+def _check_same_recipe(folder: RunFolder, cfg: TrainConfig) -> None:
+    """Refuse to reuse or resume a run trained with another setting: recipe, length,
+    seed, evaluation points or process layout. A config written before ``procs``
+    existed gives its recorded world size instead (TrainConfig.load)."""
     if not folder.config.exists():
         return
-    saved = json.loads(folder.config.read_text()).get("train", {})
+    saved = TrainConfig.load(folder.config)
     diffs = [
-        f"{k} {saved.get(k)!r} -> {getattr(cfg, k)!r}"
+        _difference(k, saved, cfg)
         for k in _RECIPE_FIELDS
-        if k in saved and saved[k] != getattr(cfg, k)
+        if not _same(k, getattr(saved, k), getattr(cfg, k))
     ]
     if diffs:
         raise ResnetlabError(
             f"{folder.path} holds a run with other settings ({'; '.join(diffs)}); "
-            "give another --out or remove that folder"
+            "give the command the run's settings, another --runs, or remove that folder"
         )
-
-
-def _write_report(out: Path, lines: list[str]) -> None:
-    (out / "report.md").write_text("\n".join(lines) + "\n")
-    print(f"report: {out / 'report.md'}")
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
-
-
-def _paper_error(model: str) -> str:
-    from resnetlab.models import paper_figures
-
-    err = paper_figures(model).cifar10_test_error
-    return "-" if err is None else f"{err:.2f}"
-
-
-def _header(args: argparse.Namespace, what: str) -> str:
-    scale = (
-        "smoke test (numbers meaningless)"
-        if args.smoke
-        else (
-            f"{args.iters or PAPER_ITERS} iterations ({(args.iters or PAPER_ITERS) / PAPER_ITERS:.3g} x the paper's 64k)"
-        )
-    )
-    return (
-        f"# {what}\n\n"
-        f"- data: `{args.data}`\n- schedule: {RECIPE_NOTES[args.recipe]}, scaled to {scale}\n"
-        f"- command: `{shlex.join(['resnetlab', *sys.argv[1:]])}`\n\n"
-        "Paper values are for the original CIFAR-10 at 64k iterations; a different scale or "
-        "lossy JPEG data shifts the absolute errors, so compare the trends.\n\n"
-    )
-
-
-def degradation(args: argparse.Namespace, out: Path) -> None:
-    from resnetlab.experiments.figures import plot_degradation
-
-    # ResNets train first: their comparison is the one in doubt at small budgets, so
-    # a user watching the run learns it before the plain nets' hour.
-    outcomes = run_all(args, _specs(args), out)
-    outcomes.sort(key=lambda o: o.spec.model.startswith("resnet"))  # table: plain first
-    plot_degradation(outcomes, out / "degradation.png")
-    lines = [
-        _header(args, "Degradation: plain vs residual nets (Fig. 6)"),
-        "![Fig. 6](degradation.png)\n",
-        "| model | params | final training error % | test error % | paper test error % |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for o in outcomes:
-        lines.append(
-            f"| {o.spec.model} | {o.params:,} | {_pct(o.final_train_error)} | "
-            f"{_pct(o.test_error)} | {_paper_error(o.spec.model)} |"
-        )
-    lines += ["", _degradation_verdict(outcomes, args.depths)]
-    _write_report(out, lines)
-
-
-def _degradation_verdict(outcomes: list[RunOutcome], depths: list[int]) -> str:
-    by = {o.spec.model: o for o in outcomes}
-    lo, hi = min(depths), max(depths)
-    parts = []
-    for kind, want in (("plain", "above"), ("resnet", "at or below")):
-        a, b = by[f"{kind}{lo}"].final_train_error, by[f"{kind}{hi}"].final_train_error
-        if a is None or b is None:
-            continue
-        holds = b > a if kind == "plain" else b <= a
-        parts.append(
-            f"{kind}-{hi}'s final training error ({_pct(b)}%) is {'' if holds else 'NOT '}"
-            f"{want} {kind}-{lo}'s ({_pct(a)}%)"
-        )
-    return "Result: " + "; ".join(parts) + "."
-
-
-def cifar_table(args: argparse.Namespace, out: Path) -> None:
-    outcomes = run_all(args, _specs(args), out)
-    lines = [
-        _header(args, "CIFAR-10 ResNets (Table 6)"),
-        "| model | depth | params | test error % | paper params | paper test error % |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    from resnetlab.models import model_config, paper_figures
-
-    for o in outcomes:
-        fig = paper_figures(o.spec.model)
-        paper_params = "-" if fig.params_millions is None else f"{fig.params_millions}M"
-        lines.append(
-            f"| {o.spec.model} | {model_config(o.spec.model).depth} | {o.params:,} | "
-            f"{_pct(o.test_error)} | {paper_params} | {_paper_error(o.spec.model)} |"
-        )
-    _write_report(out, lines)
-
-
-def shortcuts(args: argparse.Namespace, out: Path) -> None:
-    from resnetlab.experiments.figures import plot_runs
-
-    outcomes = run_all(args, _specs(args), out)
-    plot_runs(
-        {o.spec.name: o.rows for o in outcomes},
-        out / "shortcuts.png",
-        title=f"{args.model}: shortcut options A/B/C",
-    )
-    lines = [
-        _header(args, f"Shortcut options A/B/C on {args.model} (cf. Table 3)"),
-        "![shortcuts](shortcuts.png)\n",
-        "| option | params | final training error % | test error % |",
-        "|---|---:|---:|---:|",
-    ]
-    for o in outcomes:
-        lines.append(
-            f"| {o.spec.shortcut} | {o.params:,} | {_pct(o.final_train_error)} | "
-            f"{_pct(o.test_error)} |"
-        )
-    _write_report(out, lines)
-
-
-def responses(args: argparse.Namespace, out: Path) -> None:
-    from resnetlab.experiments.figures import plot_responses
-    from resnetlab.experiments.responses import layer_response_stds
-
-    checkpoints = _response_checkpoints(args, out)
-    stds = {}
-    for ckpt in checkpoints:
-        name = ckpt.parent.parent.name if ckpt.parent.name == CHECKPOINTS else ckpt.stem
-        print(f"responses of {name} ({ckpt})", flush=True)
-        stds[name] = layer_response_stds(
-            ckpt,
-            args.data,
-            data_dir=args.data_dir,
-            limit=SMOKE["iters"] * 8 if args.smoke else None,
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    plot_responses(stds, out / "responses.png")
-    (out / "responses.json").write_text(json.dumps(stds, indent=1) + "\n")
-    lines = [
-        f"# Layer responses (Fig. 7)\n\n- data: `{args.data}` (test split)\n"
-        f"- checkpoints: {', '.join(f'`{c}`' for c in checkpoints)}\n",
-        "![Fig. 7](responses.png)\n",
-        "| model | 3x3 layers | mean std | max std |",
-        "|---|---:|---:|---:|",
-    ]
-    for name, s in stds.items():
-        lines.append(f"| {name} | {len(s)} | {sum(s) / len(s):.3f} | {max(s):.3f} |")
-    _write_report(out, lines)
-
-
-EXPERIMENTS = {
-    "degradation": degradation,
-    "cifar-table": cifar_table,
-    "shortcuts": shortcuts,
-    "responses": responses,
-}
 
 
 def _specs(args: argparse.Namespace) -> list[RunSpec]:
-    """The training runs an experiment needs (none for responses, which reads checkpoints)."""
-    if args.experiment == "degradation":
+    """The runs an experiment needs, in training order."""
+    seed = args.seeds[0]
+    if args.experiment in ("degradation", "responses"):
         # ResNets train first: their comparison is the one in doubt at small budgets, so
-        # a user watching the run learns it before the plain nets' hour.
-        kinds = ("resnet", "plain")
-        return [RunSpec(f"{k}{d}", f"{k}{d}") for k in kinds for d in args.depths]
+        # a user watching the run learns it before the plain nets' hours.
+        resnets = list(dict.fromkeys([*args.depths, *args.resnet_only_depths]))
+        return [make_spec(f"resnet{d}", seed=seed) for d in resnets] + [
+            make_spec(f"plain{d}", seed=seed) for d in args.depths
+        ]
     if args.experiment == "cifar-table":
-        return [RunSpec(m, m) for m in args.models]
-    if args.experiment == "shortcuts":
-        return [RunSpec(f"{args.model}-{s}", args.model, shortcut=s) for s in ("A", "B", "C")]
-    return []
+        return [make_spec(m, seed=seed) for m in dict.fromkeys(args.models)]
+    # shortcuts: every option at the first seed before the second, so that a partial
+    # report already compares them
+    return [make_spec(args.model, s, seed) for seed in args.seeds for s in ("A", "B", "C")]
 
 
-def _response_checkpoints(args: argparse.Namespace, out: Path) -> list[Path]:
-    """The checkpoints given, or the degradation runs' best (else last) ones."""
-    checkpoints = [Path(c) for c in args.checkpoints or []]
+# -- running ------------------------------------------------------------------------------
+
+
+def run_all(
+    args: argparse.Namespace, checked: list[tuple[RunSpec, TrainConfig]], *, train: bool
+) -> list[RunOutcome]:
+    """Train every run not finished yet (resuming interrupted ones) unless ``train`` is
+    off, save the Fig. 7 statistics of finished runs that lack them, then read them all."""
+    outcomes = []
+    for i, (spec, cfg) in enumerate(checked, 1):
+        folder = RunFolder(cfg.out)
+        tag = f"[{i}/{len(checked)}] {spec.name}"
+        if folder.is_finished():
+            print(f"{tag}: finished earlier, reusing {folder.path}", flush=True)
+        elif not train:
+            state = "not run yet" if not folder.config.exists() else "unfinished"
+            print(f"{tag}: {state}, left as it is (--report-only)", flush=True)
+        else:
+            _train_one(cfg, folder, tag)
+        if folder.is_finished():
+            _ensure_responses(args, folder, tag)
+        outcomes.append(read_outcome(spec, folder))
+    return outcomes
+
+
+def _train_one(cfg: TrainConfig, folder: RunFolder, tag: str) -> None:
+    """One run to its end: in this process (procs 1) or in ``procs`` DDP workers."""
+    resume = folder.config.exists()
+    print(
+        f"{tag}: {'resuming' if resume else 'training'} ({cfg.iters} iterations, "
+        f"{cfg.procs} process{'es' if cfg.procs > 1 else ''}) -> {folder.path}",
+        flush=True,
+    )
+    if cfg.procs > 1:
+        from resnetlab.training.launch import describe, train_workers
+
+        print(f"process layout: {describe(cfg)}", flush=True)
+        code = train_workers(cfg, resume)
+        if code == 0 and folder.is_finished():
+            return
+        raise ResnetlabError(
+            f"{tag.split('] ')[-1]} stopped before its end (workers' exit status {code}); "
+            "run the same command again to resume"
+        )
+    from resnetlab.training.loop import train
+
+    result = train(cfg, resume=resume)
+    if not result.finished:
+        raise ResnetlabError(
+            f"{tag.split('] ')[-1]} stopped at iteration {result.iteration}; "
+            "run the same command again to resume"
+        )
+
+
+def chosen_weights(folder: RunFolder) -> Path | None:
+    """The model chosen on validation: model.safetensors (written from best.pt when the
+    run finished), else best.pt; last.pt only for a run without a validation split."""
+    if folder.weights.is_file():
+        return folder.weights
+    if folder.best.is_file():
+        return folder.best
+    no_val = folder.config.is_file() and TrainConfig.load(folder.config).val_size == 0
+    return folder.last if no_val and folder.last.is_file() else None
+
+
+def _ensure_responses(args: argparse.Namespace, folder: RunFolder, tag: str) -> None:
+    """Fig. 7 statistics of a finished run, measured once from its weights and saved in
+    its folder (committed with it; the weights are not)."""
+    from resnetlab.experiments.responses import measure_responses
+
+    path = folder.path / RESPONSES
+    if path.is_file():
+        return
+    weights = chosen_weights(folder)
+    if weights is None:
+        print(f"{tag}: no {RESPONSES} and no weights to measure them from", flush=True)
+        return
+    limit = SMOKE_RESPONSE_IMAGES if args.smoke else None
+    stds, images, split = measure_responses(weights, args.data, data_dir=args.data_dir, limit=limit)
+    doc = {
+        "what": "std of each 3x3 layer's response (after BN, before ReLU and addition), "
+        "Fig. 7 (§4.2)",
+        "weights": weights.relative_to(folder.path).as_posix(),
+        "split": split,
+        "images": images,
+        "stds": stds,
+    }
+    write_text_atomic(path, json.dumps(doc, indent=1) + "\n")
+    print(f"{tag}: layer responses measured on {images} {split} images -> {path}", flush=True)
+
+
+def read_outcome(spec: RunSpec, folder: RunFolder) -> RunOutcome:
+    """A run as its files describe it, finished or not."""
+    import torch
+
+    from resnetlab.models import build_model, count_parameters
+    from resnetlab.training.metrics import read_metrics
+
+    if not folder.config.is_file():
+        return RunOutcome(spec, folder.path, "not run yet")
+    saved = json.loads(folder.config.read_text())
+    cfg = TrainConfig.load(folder.config)
+    rows = read_metrics(folder.metrics) if folder.metrics.is_file() else []
+    if not folder.is_finished():
+        at = rows[-1]["iteration"] if rows else 0
+        status = f"unfinished (iteration {at:,} of {cfg.iters:,})" if at else "not run yet"
+        return RunOutcome(spec, folder.path, status, rows=rows, config=cfg, saved=saved)
+    doc = json.loads(folder.results.read_text())
+    with torch.device("meta"):
+        params = count_parameters(build_model(saved["model"]))
+    train_errs = [r["train_error"] for r in rows if r.get("train_error") is not None]
+    test = doc.get("test")
+    responses_path = folder.path / RESPONSES
+    return RunOutcome(
+        spec,
+        folder.path,
+        "finished",
+        params=params,
+        final_train_error=train_errs[-1] if train_errs else None,
+        test_error=1 - test["top1_acc"] if test else None,
+        rows=rows,
+        responses=json.loads(responses_path.read_text()) if responses_path.is_file() else None,
+        train_seconds=doc.get("train_seconds"),
+        config=cfg,
+        saved=saved,
+    )
+
+
+# -- the command --------------------------------------------------------------------------
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command that regenerates a report, every setting written out (so a later
+    change of a default cannot change what it does); --report-only and logging left out."""
+    words = ["resnetlab", "reproduce", args.experiment]
+    if args.smoke:
+        words.append("--smoke")
+    words += ["--data", args.data]
+    if args.data_dir:
+        words += ["--data-dir", args.data_dir]
+    if args.experiment == "responses" and args.checkpoints:
+        words += ["--checkpoints", *args.checkpoints]
+    else:
+        if args.experiment in ("degradation", "responses"):
+            words += ["--depths", *map(str, args.depths)]
+            words += ["--resnet-only-depths", *map(str, args.resnet_only_depths)]
+        elif args.experiment == "cifar-table":
+            words += ["--models", *args.models]
+        else:
+            words += ["--model", args.model]
+        if args.experiment == "shortcuts" or args.seeds != [0]:
+            words += ["--seeds", *map(str, args.seeds)]
+        words += ["--recipe", args.recipe]
+        if args.iters is not None:
+            words += ["--iters", str(args.iters)]
+        if args.eval_points is not None:
+            words += ["--eval-points", str(args.eval_points)]
+        words += ["--procs", str(args.procs)]
+        if args.device != "auto":
+            words += ["--device", args.device]
+        if args.runs:
+            words += ["--runs", args.runs]
+    if args.out:
+        words += ["--out", args.out]
+    return shlex.join(words)
+
+
+def _response_checkpoints(args: argparse.Namespace) -> list[Path]:
+    checkpoints = [Path(c) for c in args.checkpoints]
     for c in checkpoints:
         if not c.is_file():
             raise ResnetlabError(f"checkpoint not found: {c}")
-    if not checkpoints:
-        runs_dir = out.parent / "degradation" / "runs"
-        folders = [RunFolder(d) for d in sorted(runs_dir.glob("*")) if d.is_dir()]
-        checkpoints = [
-            f.best if f.best.exists() else f.last for f in folders if f.checkpoint_to_resume()
-        ]
-    if not checkpoints:
-        raise ResnetlabError(
-            f"no checkpoints given and none found under {out.parent / 'degradation' / 'runs'}; "
-            "run 'reproduce degradation' first"
-        )
     return checkpoints
 
 
-def _check(args: argparse.Namespace, out: Path) -> None:
-    """Every user error found before anything is written or trained."""
+def _check(args: argparse.Namespace, pool: Path) -> list[tuple[RunSpec, TrainConfig]]:
+    """Every user error found before anything is written or trained: the flags, each
+    run's config, the layout, and the settings of every run already in the pool."""
     from resnetlab.data.datasets import NAMED
 
-    if args.experiment == "responses":
-        _response_checkpoints(args, out)
+    if args.experiment == "responses" and args.checkpoints:
+        _response_checkpoints(args)
     if args.data not in NAMED and not Path(args.data).exists():
         raise ResnetlabError(f"no dataset at {args.data} (a name: {', '.join(NAMED)}, or a folder)")
+    if args.experiment == "responses" and args.checkpoints:
+        return []
+    if args.procs < 1:
+        raise ResnetlabError(f"--procs must be >= 1 (got {args.procs})")
+    if args.experiment != "shortcuts" and len(args.seeds) != 1:
+        raise ResnetlabError(f"{args.experiment} uses one seed; only shortcuts averages over seeds")
+    checked = []
     for spec in _specs(args):
-        _train_config(args, spec, out)  # validates model, depth, length
+        cfg = _train_config(args, spec, pool)  # validates model, depth, length
+        if cfg.procs > 1:
+            from resnetlab.training.launch import resolve_layout
+
+            resolve_layout(cfg)  # CUDA, or a batch that does not split over the processes
+        _check_same_recipe(RunFolder(cfg.out), cfg)
+        checked.append((spec, cfg))
+    return checked
 
 
 def run(args: argparse.Namespace) -> int:
+    from resnetlab.experiments import report
+
     if args.smoke and args.iters is None:
         args.iters = SMOKE["iters"]
+    if args.seeds is None:  # §3.3's comparison is small: two seeds show the spread
+        args.seeds = [0, 1] if args.experiment == "shortcuts" else [0]
     # a smoke run must never land in (or be refused by) the committed reports
     default_root = Path("runs") / "smoke" if args.smoke else Path("reports")
     out = Path(args.out or default_root / args.experiment)
-    _check(args, out)
+    pool = Path(args.runs) if args.runs else out.parent / POOL
+    checked = _check(args, pool)
     out.mkdir(parents=True, exist_ok=True)
-    EXPERIMENTS[args.experiment](args, out)
+    if args.experiment == "responses" and args.checkpoints:
+        report.responses_from_checkpoints(
+            args, out, _response_checkpoints(args), command_line(args)
+        )
+        return 0
+    outcomes = run_all(args, checked, train=not args.report_only)
+    ctx = report.Context(args, out, pool, command_line(args), setting=checked[0][1])
+    report.REPORTS[args.experiment](ctx, outcomes)
     return 0
 
 
@@ -363,7 +434,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "reproduce", help="the paper's evidence: degradation | cifar-table | shortcuts | responses"
     )
-    p.add_argument("experiment", choices=sorted(EXPERIMENTS))
+    p.add_argument("experiment", choices=EXPERIMENTS)
     p.add_argument(
         "--data", default="cifar10", help="cifar10 | PATH (e.g. ../shared/data/cifar10-jpeg)"
     )
@@ -373,7 +444,15 @@ def register(sub: Any) -> None:
         type=int,
         nargs="+",
         default=[20, 32, 44, 56],
-        help="degradation: depths of the plain/resnet pairs",
+        help="degradation, responses: depths of the plain/resnet pairs (Fig. 6 left)",
+    )
+    p.add_argument(
+        "--resnet-only-depths",
+        type=int,
+        nargs="*",
+        default=[110],
+        help="degradation, responses: ResNets without a plain twin (Fig. 6 has ResNet-110 "
+        "and no plain-110); give the flag alone for none",
     )
     p.add_argument(
         "--models",
@@ -382,7 +461,18 @@ def register(sub: Any) -> None:
         help="cifar-table: models",
     )
     p.add_argument("--model", default="resnet20", help="shortcuts: the model")
-    p.add_argument("--checkpoints", nargs="*", default=[], help="responses: checkpoints to analyse")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="shortcuts: seeds per option (default 0 1); the others: one seed (default 0)",
+    )
+    p.add_argument(
+        "--checkpoints",
+        nargs="*",
+        default=[],
+        help="responses: analyse these weights instead of the pool's runs",
+    )
     p.add_argument("--iters", type=int, help="iterations per run (the schedule scales)")
     p.add_argument(
         "--recipe",
@@ -395,9 +485,25 @@ def register(sub: Any) -> None:
         type=int,
         help="evaluations (curve points) per run; default: the recipe's 40",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--procs",
+        type=int,
+        default=DEFAULT_PROCS,
+        help="training processes per run (DDP, BN over batch/procs images each); default 1, "
+        "the committed runs' layout, whatever the trainer's own default: a report never "
+        "mixes layouts",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--log-every", type=int, default=0)
+    p.add_argument(
+        "--runs",
+        help=f"the pool of runs the reports share (default {POOL}/ beside the report folder)",
+    )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write the report from the runs finished so far (the others marked), train nothing",
+    )
     p.add_argument("--smoke", action="store_true", help="tiny scale: checks the plumbing (< 2 min)")
     p.add_argument(
         "--out",

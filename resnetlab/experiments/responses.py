@@ -60,23 +60,32 @@ def response_stds(model: ResNet, batches: Any) -> list[float]:
 def layer_response_stds(
     checkpoint: Path, data: str, *, data_dir: str | None = None, limit: int | None = None
 ) -> list[float]:
+    return measure_responses(checkpoint, data, data_dir=data_dir, limit=limit)[0]
+
+
+def measure_responses(
+    weights: Path, data: str, *, data_dir: str | None = None, limit: int | None = None
+) -> tuple[list[float], int, str]:
+    """The stds of Fig. 7 for the model in ``weights``, measured on the test split (the
+    validation split where there is none), with the number of images and the split."""
     from resnetlab.data import make_loader, open_dataset
     from resnetlab.interop.loading import load_model_file
 
-    loaded = load_model_file(checkpoint)
+    loaded = load_model_file(weights)
     model = loaded.torch_model
     bundle = open_dataset(data, data_dir=data_dir, val_size=0)
-    split = bundle.test if bundle.test is not None else bundle.val
+    split, split_name = (bundle.test, "test") if bundle.test is not None else (bundle.val, "val")
     if split is None:
         raise DataError(f"{data} has no test or validation split to measure responses on")
     loader = make_loader(split, 500, train=False, preprocessing=loaded.preprocessing)
+    seen = 0
 
     def limited() -> Any:
-        seen = 0
+        nonlocal seen
         for x, y in loader.epoch(0):
             if limit is not None and seen >= limit:
                 return
             yield x, y
             seen += len(y)
 
-    return response_stds(model, limited())
+    return response_stds(model, limited()), seen, split_name

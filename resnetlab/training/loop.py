@@ -41,6 +41,7 @@ class TrainResult:
     checkpoint: Path | None = None
     choices: dict[str, Any] = field(default_factory=dict)
     stopped_by_signal: int | None = None
+    train_seconds: float | None = None  # wall time over all sessions, evaluations included
 
 
 def train(cfg: TrainConfig, resume: bool = False, bundle: Any = None) -> TrainResult:
@@ -211,6 +212,7 @@ def finish(run: Run, signum: int | None) -> TrainResult:
         result.checkpoint = folder.best
     result.val = run.evaluate(run.val_loader)
     result.test = run.evaluate(run.test_loader)
+    result.train_seconds = run.elapsed()
     if run.dist.is_main:
         write_results(folder, result)
         plot_run_curves(folder, cfg.model, f"{cfg.model} on {run.bundle.name}")

@@ -35,6 +35,9 @@ class TrainState:
     interval: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     best_val_error: float = math.inf
     images_seen: int = 0
+    # wall time of the run so far, evaluations included, summed over its sessions (a
+    # crash loses the time since the last checkpoint): the reports state what runs cost
+    train_seconds: float = 0.0
     # speed settings chosen once at the start (channels_last, compile, amp, ...)
     choices: dict[str, Any] = field(default_factory=dict)
 
@@ -53,6 +56,7 @@ class TrainState:
             "interval": list(self.interval),
             "best_val_error": self.best_val_error,
             "images_seen": self.images_seen,
+            "train_seconds": self.train_seconds,
             "choices": dict(self.choices),
             "rng": rng,
         }
@@ -75,6 +79,7 @@ class TrainState:
         self.interval = [float(v) for v in d.get("interval", [0.0, 0.0, 0.0])]
         self.best_val_error = float(d.get("best_val_error", math.inf))
         self.images_seen = int(d.get("images_seen", 0))
+        self.train_seconds = float(d.get("train_seconds", 0.0))
         self.choices = dict(d.get("choices") or self.choices)
         rng = d.get("rng") or {}
         if "torch" in rng:
