@@ -16,6 +16,10 @@ from resnetlab.training.recipes import build_config
 
 REPO = Path(__file__).resolve().parents[1]
 
+# `train` runs one process per core by default; the suite's many tiny runs stay in one
+# process (inherited by the CLI subprocesses). tests/test_launch.py tests the default.
+os.environ.setdefault("RESNETLAB_PROCS", "1")
+
 
 def write_tiny_folder_dataset(
     root: Path, n_train: int = 24, n_test: int = 8, size: int = 8

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import run_cli
 
+from resnetlab.training import launch
 
-def test_bench_train_json(tiny_dataset: Path) -> None:
+
+def test_bench_train_json(tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RESNETLAB_PROCS")  # ours in the trainer's default layout
     done = run_cli(
         "bench",
         "train",
@@ -20,11 +24,20 @@ def test_bench_train_json(tiny_dataset: Path) -> None:
         "0.2",
         "--compile",
         "off",
+        "--compete",
+        "busy",
         "--json",
     )
     assert done.returncode == 0, done.stderr
     r = json.loads(done.stdout.strip().splitlines()[-1])
     assert r["ours"]["images_per_s"] > 0 and r["baseline"]["images_per_s"] > 0
+    cores = launch.cpu_cores()
+    assert r["layout"] == (
+        f"{cores} process(es) x 1 thread(s)" if cores > 1 else "1 process(es) x 1 thread(s)"
+    )
+    beside = r["ours_with_competitor"]
+    assert beside["competitor"] == "busy" and beside["images_per_s"] > 0
+    assert r["competitor_kept_fraction"] == beside["images_per_s"] / r["ours"]["images_per_s"]
     assert r["speedup"] == r["ours"]["images_per_s"] / r["baseline"]["images_per_s"]
     assert r["matmul_gflops"] > 0 and r["ours_fraction_of_cap"] > 0
     # the cap uses the faster of the two GEMM libraries, both reported

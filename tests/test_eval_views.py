@@ -282,8 +282,8 @@ def test_eval_reads_only_the_split_it_scores(
     [
         (["--scales", "224"], "error: --scales sets the sizes of --multi-scale; add --multi-scale"),
         (["--multi-scale", "--scales", "0"], "error: --scales must be sides in 1..4096 pixels"),
-        (["--multi-scale", "--tta-flip"], "error: --multi-scale already averages each view"),
-        (["--ten-crop", "--tta-flip"], "error: --ten-crop already averages each view"),
+        (["--multi-scale", "--tta-flip"], "error: --multi-scale has its own views"),
+        (["--ten-crop", "--tta-flip"], "error: --ten-crop has its own views"),
         (["--ten-crop", "--multi-scale"], "error: argument --multi-scale: not allowed with"),
         (["--multi-scale", "--data", "cifar10"], "error: --multi-scale runs on image files"),
         (["--scales", "x", "--multi-scale"], "error: argument --scales: invalid int value"),

@@ -17,11 +17,13 @@ TOPICS: dict[str, str] = {
     "data": "resnetlab.benchmarks.data",
     "train": "resnetlab.benchmarks.train",
     "infer": "resnetlab.benchmarks.infer",
+    "layout": "resnetlab.benchmarks.layout",
+    "fused-tail": "resnetlab.benchmarks.fused_tail",
 }
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("bench", help="benchmarks: data | train | infer")
+    p = sub.add_parser("bench", help="benchmarks: data | train | infer | layout | fused-tail")
     topics = p.add_subparsers(dest="topic", metavar="TOPIC")
     topics.required = True
     argv = sys.argv[1:]

@@ -31,8 +31,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from resnetlab.benchmarks import check_batches
-from resnetlab.errors import DataError
+from resnetlab.benchmarks import check_batches, competitor
+from resnetlab.benchmarks.layout import measure_layout
+from resnetlab.errors import DataError, ResnetlabError
 
 
 def _sustained_gflops(op: Callable[[], object], flop: float, seconds: float) -> float:
@@ -124,6 +125,17 @@ def _cycle(loader: Any) -> Any:
         yield from loader
 
 
+def _layout(data: str, procs: int, threads: int, batch_size: int, bundle: Any) -> tuple[int, int]:
+    """The trainer's process layout for this data and batch (``launch.resolve_layout``),
+    unless ``--procs``/``--threads`` say otherwise."""
+    from resnetlab.training import launch
+    from resnetlab.training.config import TrainConfig
+
+    cfg = TrainConfig(data=data, device="cpu", batch_size=batch_size, threads=threads, procs=procs)
+    procs = launch.resolve_layout(cfg, bundle)[0].procs
+    return procs, threads or max(1, launch.cpu_cores() // procs)
+
+
 def measure(
     model_name: str,
     data: str,
@@ -131,13 +143,16 @@ def measure(
     batch_size: int,
     seconds: float,
     workers: int,
-    compile_mode: str,
+    procs: int = 0,
+    threads: int = 0,
+    compile_mode: str = "auto",
+    compete: str = "none",
     skip_baseline: bool = False,
 ) -> dict[str, Any]:
-    from resnetlab.data import make_loader, open_dataset
+    """Baseline (in this process, quiet) and ours (fresh workers in ``procs`` x
+    ``threads``; 0: the trainer's own layout), ours again beside a ``compete`` job."""
+    from resnetlab.data import open_dataset
     from resnetlab.models import count_mult_adds, create_model
-    from resnetlab.training import speed
-    from resnetlab.training.config import TrainConfig
     from resnetlab.training.step import train_step
 
     with warnings.catch_warnings():
@@ -148,11 +163,13 @@ def measure(
     size, channels = bundle.image_size, bundle.in_channels
     kw = dict(num_classes=len(bundle.classes), in_channels=channels)
     criterion = nn.CrossEntropyLoss()
+    procs, threads = _layout(data, procs, threads, batch_size, bundle)
     report: dict[str, Any] = {
         "model": model_name,
         "data": bundle.name,
         "batch_size": batch_size,
         "threads": torch.get_num_threads(),
+        "layout": f"{procs} process(es) x {threads} thread(s)",
         "machine": platform.processor() or platform.machine(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
     }
@@ -181,41 +198,42 @@ def measure(
         )
         report["baseline"] = {"images_per_s": base_ips, "steps": base_steps, "workers": workers}
 
-    # ours: the trainer's loader, settings and step (after the baseline, so that process-wide
-    # settings it makes, like the malloc tuning, do not help the baseline)
-    torch.manual_seed(0)
-    model = create_model(model_name, **kw)  # type: ignore[arg-type]
-    cfg = TrainConfig(model=model_name, iters=10_000, batch_size=batch_size, compile=compile_mode)
-    choices = speed.choose(cfg, model, torch.device("cpu"), size, channels, lambda _: None)
-    speed.set_memory_format(model, choices["channels_last"])
-    train_model: nn.Module = torch.compile(model) if choices["compile"] else model  # type: ignore[assignment]
-    opt = _sgd(model)
-    loader = make_loader(
-        bundle.train,
-        batch_size,
-        train=True,
-        preprocessing=pre,
-        channels_last=choices["channels_last"],
-    )
-    ours_ips, ours_steps, ours_warm = _timed_steps(
-        lambda x, y: train_step(train_model, opt, criterion, x, y, 0.1),
-        _cycle(loader),
-        seconds,
-        warmup=3,
-    )
-    report["ours"] = {
-        "images_per_s": ours_ips,
-        "steps": ours_steps,
-        "warmup_s": ours_warm,
-        "channels_last": choices["channels_last"],
-        "compile": choices["compile"],
-        "malloc_tuning": choices["malloc_tuning"],
-    }
+    # ours: the trainer's loader, settings and step in the trainer's process layout, run
+    # as fresh worker processes (so that the OpenMP settings are made before torch loads)
+    for condition in ["quiet"] + ([compete] if compete != "none" else []):
+        with competitor.running("none" if condition == "quiet" else condition):
+            res = measure_layout(
+                model_name,
+                procs,
+                threads,
+                "-" if threads == 1 else "PASSIVE",
+                batch_size=batch_size,
+                seconds=seconds,
+                data=data,
+                compile_mode=compile_mode,
+            )
+        entry = {
+            "images_per_s": res["images_per_s"],
+            "steps": res["steps"],
+            "processes": procs,
+            "threads_per_process": threads,
+            "channels_last": res["channels_last"],
+            "compile": res["compile"],
+            "malloc_tuning": res["malloc_tuning"],
+        }
+        if condition == "quiet":
+            report["ours"] = entry
+        else:
+            report["ours_with_competitor"] = {**entry, "competitor": condition}
+            report["competitor_kept_fraction"] = (
+                res["images_per_s"] / report["ours"]["images_per_s"]
+            )
 
+    ours_ips = report["ours"]["images_per_s"]
     if "baseline" in report:
         report["speedup"] = ours_ips / report["baseline"]["images_per_s"]
 
-    gflop_per_image = 3 * 2 * count_mult_adds(model.config, size) / 1e9
+    gflop_per_image = 3 * 2 * count_mult_adds(create_model(model_name, **kw).config, size) / 1e9
     rates = matmul_rates()
     peak = rates["best"]
     report.update(
@@ -235,28 +253,43 @@ def run(args: argparse.Namespace) -> int:
     check_args(
         model=args.model,
         positive={"--seconds": args.seconds, "--batch-size": args.batch_size},
-        non_negative={"--workers": args.workers, "--threads": args.threads},
+        non_negative={
+            "--workers": args.workers,
+            "--threads": args.threads,
+            "--procs": args.procs,
+        },
     )
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.procs and args.batch_size % args.procs:
+        raise ResnetlabError(f"--batch-size {args.batch_size} does not split over {args.procs}")
     r = measure(
         args.model,
         args.data,
         batch_size=args.batch_size,
         seconds=args.seconds,
         workers=args.workers,
+        procs=args.procs,
+        threads=args.threads,
         compile_mode=args.compile,
+        compete=args.compete,
         skip_baseline=args.skip_baseline,
     )
     if args.json:
         print(json.dumps(r))
         return 0
-    print(f"{r['model']} on {r['data']}, batch {r['batch_size']}, {r['threads']} threads")
+    print(f"{r['model']} on {r['data']}, batch {r['batch_size']}, ours in {r['layout']}")
     o = r["ours"]
     print(
         f"  ours      {o['images_per_s']:8.1f} img/s  (channels_last {o['channels_last']}, "
-        f"compile {o['compile']}, warm-up {o['warmup_s']:.1f} s)"
+        f"compile {o['compile']})"
     )
+    if "ours_with_competitor" in r:
+        c = r["ours_with_competitor"]
+        print(
+            f"  ours beside a {c['competitor']} job {c['images_per_s']:8.1f} img/s = "
+            f"{100 * r['competitor_kept_fraction']:.0f}% of quiet"
+        )
     if "baseline" in r:
         print(
             f"  baseline  {r['baseline']['images_per_s']:8.1f} img/s  (DataLoader, "
@@ -285,7 +318,16 @@ def register(topics: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         default="auto",
         help="as the trainer: auto = its own choice for the device",
     )
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="threads per process of ours")
+    p.add_argument(
+        "--procs", type=int, default=0, help="processes of ours (default: the trainer's layout)"
+    )
+    p.add_argument(
+        "--compete",
+        choices=competitor.KINDS,
+        default="none",
+        help="measure ours again beside a busy loop or a second PyTorch job",
+    )
     p.add_argument("--skip-baseline", action="store_true")
     p.add_argument("--json", action="store_true", help="one line of JSON")
     p.set_defaults(func=run)

@@ -56,6 +56,7 @@ class TrainConfig:
     val_size: int = 5000  # held out of train for model selection (§4.2: 45k/5k)
     normalize: str = "pixel"  # pixel (the paper's mean image) | channel (mean/std)
     augment: bool = True
+    pad: int = 4  # §4.2: 4 pixels padded on each side, then a random crop (small images)
     train_crop: str = "scale"  # large images: scale (§3.4: shorter side 256-480, 224 crop,
     # flip, PCA colour) | rrc (random-resized crop + flip, the common modern choice)
     image_size: int = 0  # large images: crop side (0: 224, §3.4); in-memory sets keep theirs
@@ -66,10 +67,12 @@ class TrainConfig:
     checkpoint_every: int = 0  # iterations; 0: same as eval_every
     log_every: int = 0  # plain log lines every N iterations (0: progress bar on a TTY)
     tta_flip: bool = False  # average logits with the flipped image at test
+    tta_shift: int = 0  # also average over copies moved diagonally by this many pixels
     out: str = ""
     # machine
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # CPU threads (0: all cores of this process)
+    procs: int = 0  # CPU training processes, DDP with one thread each (0: auto, launch.py)
     compile: str = "auto"  # auto | on | off
     channels_last: str = "auto"  # auto | on | off
     malloc_tuning: str = "auto"  # auto (on for CPU) | on | off: keep freed memory (glibc)
@@ -95,10 +98,14 @@ class TrainConfig:
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
         try:
-            return cls.from_dict(json.loads(Path(path).read_text())["train"])
+            doc = json.loads(Path(path).read_text())
+            train = dict(doc["train"])
+            if "procs" not in train:  # written before --procs: its layout was recorded
+                train["procs"] = int(doc.get("environment", {}).get("world_size", 1) or 1)
+            return cls.from_dict(train)
         except FileNotFoundError:
             raise ResnetlabError(f"no config at {path}") from None
-        except (KeyError, json.JSONDecodeError, TypeError) as e:
+        except (KeyError, json.JSONDecodeError, TypeError, ValueError, AttributeError) as e:
             raise ResnetlabError(f"bad config file {path}: {e}") from None
 
     def with_length(self, iters: int, keep: frozenset[str] | set[str] = frozenset()) -> TrainConfig:
@@ -148,7 +155,10 @@ class TrainConfig:
             (lambda: self.checkpoint_every >= 0, "checkpoint-every must be >= 0"),
             (lambda: self.log_every >= 0, "log-every must be >= 0"),
             (lambda: self.threads >= 0, "threads must be >= 0 (0: all cores)"),
+            (lambda: 0 <= self.procs <= 1024, "procs must be 0 (auto) .. 1024"),
             (lambda: self.stop_at >= 0, "stop-at must be >= 0"),
+            (lambda: 0 <= self.tta_shift <= 8, "tta-shift must be 0..8 pixels"),
+            (lambda: 0 <= self.pad <= 16, "pad must be 0..16 pixels"),
             (lambda: self.freeze >= -1, "freeze must be >= 0 (stages after the stem)"),
             (lambda: self.backbone_lr_scale >= 0, "backbone-lr-scale must be >= 0"),
             (lambda: self.stride_in in (None, "1x1", "3x3"), "stride-in must be 1x1 or 3x3"),

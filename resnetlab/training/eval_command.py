@@ -72,9 +72,13 @@ def _check_eval_args(args: argparse.Namespace) -> list[int]:
         raise ResnetlabError(f"--val-size must be >= 0, got {args.val_size}")
     if args.scales is not None and not args.multi_scale:
         raise ResnetlabError("--scales sets the sizes of --multi-scale; add --multi-scale")
-    if args.tta_flip and (args.ten_crop or args.multi_scale):
+    if (args.tta_flip or args.tta_shift) and (args.ten_crop or args.multi_scale):
         which = "--ten-crop" if args.ten_crop else "--multi-scale"
-        raise ResnetlabError(f"{which} already averages each view with its mirror; drop --tta-flip")
+        raise ResnetlabError(
+            f"{which} has its own views; drop --tta-flip/--tta-shift (they are for the centre view)"
+        )
+    if not 0 <= args.tta_shift <= 8:
+        raise ResnetlabError(f"--tta-shift must be 0..8 pixels, got {args.tta_shift}")
     scales = list(args.scales if args.scales is not None else MULTISCALE_SIDES)
     bad = [s for s in scales if not 1 <= s <= MAX_SCALE]
     if bad:
@@ -131,6 +135,7 @@ def run_eval(args: argparse.Namespace) -> int:
         scales=scales,
         batch_size=args.batch_size,
         tta_flip=args.tta_flip,
+        tta_shift=args.tta_shift,
     )
     if args.json:
         print(json.dumps({"top1_acc": result.top1_acc, "top5_acc": result.top5_acc, "n": result.n}))
@@ -152,6 +157,7 @@ def evaluate_split(
     scales: Sequence[int] = MULTISCALE_SIDES,
     batch_size: int = 500,
     tta_flip: bool = False,
+    tta_shift: int = 0,
     workers: int | None = None,
 ) -> EvalResult:
     """Top-1/top-5 and loss of ``loaded`` (a LoadedModel) on ``split``; see
@@ -166,6 +172,7 @@ def evaluate_split(
             scales=scales,
             batch_size=batch_size,
             tta_flip=tta_flip,
+            tta_shift=tta_shift,
             workers=workers,
         )
     )
@@ -179,6 +186,7 @@ def split_log_probabilities(
     scales: Sequence[int] = MULTISCALE_SIDES,
     batch_size: int = 500,
     tta_flip: bool = False,
+    tta_shift: int = 0,
     workers: int | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(log-probabilities [N,K], labels) of ``loaded`` on ``split``, in order, with the
@@ -194,9 +202,9 @@ def split_log_probabilities(
     fewer larger ones)."""
     from resnetlab.data import StreamingLoader, make_loader, multiscale_batches
     from resnetlab.training.evaluate import (
-        flip_averaged,
         log_probabilities,
         multiscale_probabilities,
+        tta_predictor,
     )
 
     pre = loaded.preprocessing
@@ -230,7 +238,7 @@ def split_log_probabilities(
         ).epoch(0)
     else:
         batches = make_loader(split, batch_size, train=False, preprocessing=pre).epoch(0)
-    return log_probabilities(flip_averaged(predict) if tta_flip else predict, batches)
+    return log_probabilities(tta_predictor(predict, tta_flip, tta_shift), batches)
 
 
 def _ten_crop_batches(split: InMemorySplit, pre: Any, batch_size: int) -> Any:
@@ -309,6 +317,12 @@ def register_eval(sub: Any) -> None:
         help=f"shorter sides for --multi-scale (default: {' '.join(map(str, MULTISCALE_SIDES))})",
     )
     p.add_argument("--tta-flip", action="store_true", help="average with the mirrored image")
+    p.add_argument(
+        "--tta-shift",
+        type=int,
+        default=0,
+        help="also average over copies moved diagonally by N pixels (weights 1/2, 1/4, 1/4)",
+    )
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument(
         "--ignore-class-names",

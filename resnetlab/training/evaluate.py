@@ -36,6 +36,35 @@ def flip_averaged(predict: Predictor) -> Predictor:
     return run
 
 
+def shift_averaged(predict: Predictor, shift: int) -> Predictor:
+    """Average the logits over the image and two copies moved diagonally by ``shift``
+    pixels each way (edges reflected), weights 1/2, 1/4, 1/4: the test-time view of the
+    training's pad-and-crop translations (§4.2)."""
+    if shift <= 0:
+        return predict
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        padded = F.pad(x, (shift,) * 4, mode="reflect")
+        s2 = 2 * shift
+        up_left = padded[..., :h, :w].contiguous(memory_format=_format(x))
+        down_right = padded[..., s2 : s2 + h, s2 : s2 + w].contiguous(memory_format=_format(x))
+        return 0.5 * predict(x) + 0.25 * (predict(up_left) + predict(down_right))
+
+    return run
+
+
+def _format(x: torch.Tensor) -> torch.memory_format:
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def tta_predictor(predict: Predictor, flip: bool, shift: int) -> Predictor:
+    """The run's test-time augmentation: mirror averaging inside shift averaging."""
+    return shift_averaged(flip_averaged(predict) if flip else predict, shift)
+
+
 @torch.no_grad()
 def evaluate(
     predict: Predictor,

@@ -11,9 +11,17 @@ import torch
 
 import resnetlab
 from resnetlab.atomic import write_text_atomic
+from resnetlab.runtime import cpu_info, openmp_settings
 from resnetlab.training.config import TrainConfig
 from resnetlab.training.distributed import DistInfo
 from resnetlab.training.run_folder import RunFolder
+
+
+def launcher() -> str:
+    """Who started this process group: resnetlab's own workers, torchrun, or nobody."""
+    from resnetlab.training.launch import in_process_group, launched
+
+    return "resnetlab" if launched() else "torchrun" if in_process_group() else "none"
 
 
 def write_run_config(
@@ -46,9 +54,12 @@ def write_run_config(
             "torch": torch.__version__,
             "python": platform.python_version(),
             "machine": platform.machine(),
+            "cpu": cpu_info(),
             "threads": torch.get_num_threads(),
             "world_size": dist_info.world_size,
             "backend": dist_info.backend,
+            "launcher": launcher(),
+            "openmp": openmp_settings(),
             "batch_norm": (
                 "synchronized over all processes (SyncBatchNorm)"
                 if cfg.sync_bn and dist_info.enabled
@@ -67,6 +78,8 @@ def write_results(folder: RunFolder, result: Any) -> None:
         if result.checkpoint
         else None,
     }
+    if result.train_seconds is not None:
+        doc["train_seconds"] = round(result.train_seconds, 1)
     for name in ("val", "test"):
         r = getattr(result, name)
         if r is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from resnetlab.training import speed
 from resnetlab.training.checkpoint import load_checkpoint, save_checkpoint
 from resnetlab.training.config import TrainConfig
 from resnetlab.training.distributed import DistInfo, broadcast_object, init_distributed
-from resnetlab.training.evaluate import EvalResult, evaluate, flip_averaged
+from resnetlab.training.evaluate import EvalResult, evaluate, tta_predictor
 from resnetlab.training.finetune import (
     adopt_normalisation,
     frozen_modules,
@@ -63,6 +64,13 @@ class Run:
     progress: Progress
     metrics: MetricsLog | None = None
     frozen: list[nn.Module] = field(default_factory=list)
+    # this session's start, and the run's wall time before it (from its checkpoint)
+    session_start: float = field(default_factory=time.monotonic)
+    seconds_before: float = 0.0
+
+    def elapsed(self) -> float:
+        """The run's wall time so far, over all its sessions."""
+        return self.seconds_before + time.monotonic() - self.session_start
 
     @property
     def model(self) -> nn.Module:
@@ -86,8 +94,11 @@ class Run:
                 return model(x)
 
         model.eval()
-        result = evaluate(flip_averaged(logits) if self.cfg.tta_flip else logits,
-                          loader.epoch(0), self.dist, self.device)  # fmt: skip
+        if self.dist.enabled:  # every rank scores the saved model: rank 0's BN statistics
+            for buffer in model.buffers():
+                torch.distributed.broadcast(buffer, src=0)
+        views = tta_predictor(logits, self.cfg.tta_flip, self.cfg.tta_shift)
+        result = evaluate(views, loader.epoch(0), self.dist, self.device)
         self.train_mode()
         return result
 
@@ -103,6 +114,7 @@ class Run:
                     f"last good checkpoint kept in {self.folder.checkpoints} "
                     "(lower --lr or add warm-up)"
                 )
+        self.state.train_seconds = self.elapsed()
         if self.dist.is_main:
             meta = {**self.meta, "metrics": row or {}}
             save_checkpoint(path, self.state.state_dict(), self.model_config, meta)
@@ -119,7 +131,7 @@ def resolve_device(name: str) -> torch.device:
 
 def prepare(cfg: TrainConfig, resume: bool, bundle: Any) -> Run:
     """Everything before the first step. The run folder is locked by rank 0 on return."""
-    from resnetlab.data import make_loader, open_dataset
+    from resnetlab.data import make_loader
     from resnetlab.data.loader import check_global_batch
 
     cfg.validate()
@@ -166,14 +178,7 @@ def prepare(cfg: TrainConfig, resume: bool, bundle: Any) -> Run:
             pretrained = load_pretrained(cfg.init)
         if bundle is None:
             progress.info(f"loading data: {cfg.data}")
-            bundle = open_dataset(
-                cfg.data,
-                data_dir=cfg.data_dir,
-                val_size=cfg.val_size,
-                seed=cfg.seed,
-                strict=cfg.strict_data,
-                image_size=cfg.image_size or None,
-            )
+            bundle = _open_data(cfg, dist_info)
         for note in getattr(bundle, "notes", []):
             progress.info(note)
         if ckpt is not None:  # what the run was set up with, --init's choices included
@@ -226,6 +231,7 @@ def prepare(cfg: TrainConfig, resume: bool, bundle: Any) -> Run:
                 device=device,
                 seed=cfg.seed,
                 augment=cfg.augment if train else False,
+                pad=cfg.pad,
                 train_crop=cfg.train_crop,  # type: ignore[arg-type]  # validated: scale | rrc
                 rank=dist_info.rank,
                 world_size=dist_info.world_size,
@@ -294,7 +300,35 @@ def prepare(cfg: TrainConfig, resume: bool, bundle: Any) -> Run:
         progress=progress,
         metrics=metrics,
         frozen=frozen,
+        seconds_before=state.train_seconds,
     )
+
+
+def _open_data(cfg: TrainConfig, dist_info: Any) -> Any:
+    """The dataset, opened by rank 0 first: it decodes and caches the images once, and
+    the other ranks then load its cache instead of decoding the same files at once."""
+    from resnetlab.data import open_dataset
+
+    def open_it() -> Any:
+        return open_dataset(
+            cfg.data,
+            data_dir=cfg.data_dir,
+            val_size=cfg.val_size,
+            seed=cfg.seed,
+            strict=cfg.strict_data,
+            image_size=cfg.image_size or None,
+        )
+
+    bundle, refusal = None, None
+    if dist_info.is_main:
+        try:
+            bundle = open_it()
+        except ResnetlabError as e:
+            refusal = str(e)
+    refusal = broadcast_object(refusal, dist_info)  # the other ranks wait here
+    if refusal is not None:
+        raise ResnetlabError(refusal)
+    return bundle if bundle is not None else open_it()
 
 
 def _claim(folder: RunFolder, resume: bool, log: Callable[[str], None]) -> Path | None:

@@ -128,6 +128,7 @@ def _apply_epochs(cfg: TrainConfig, given: dict[str, Any]) -> tuple[TrainConfig,
 
 
 def run(args: argparse.Namespace) -> int:
+    from resnetlab.training.launch import describe, in_process_group, resolve_layout, train_workers
     from resnetlab.training.loop import train
 
     given = _given(args)
@@ -150,7 +151,19 @@ def run(args: argparse.Namespace) -> int:
             f"{folder.path} already holds a run; continue it with --resume or choose another --out"
         )
     cfg, bundle = _apply_epochs(cfg, given)
+    cfg, why = resolve_layout(cfg, bundle)
+    if cfg.procs > 1 and not in_process_group():
+        print(f"process layout: {why}: {describe(cfg)}", flush=True)
+        return train_workers(cfg, resume)
+    if why:
+        print(f"process layout: {why}", flush=True)
     result = train(cfg, resume=resume, bundle=bundle)
+    report(result)
+    return 3 if result.stopped_by_signal else 0
+
+
+def report(result: Any) -> None:
+    """The last lines of a run: its score and where it is."""
     if result.test is not None:
         t = result.test
         print(
@@ -160,7 +173,6 @@ def run(args: argparse.Namespace) -> int:
     elif result.val is not None:
         print(f"validation accuracy: {100 * result.val.top1_acc:.2f}% on {result.val.n} images")
     print(f"run folder: {result.run_dir}")
-    return 3 if result.stopped_by_signal else 0
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -198,6 +210,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     a("--val-size", type=int, help="images held out of train for validation (paper: 5000)")
     a("--normalize", choices=["pixel", "channel"])
     a("--augment", action=argparse.BooleanOptionalAction, default=None)
+    a("--pad", type=int, help="small images: pixels padded on each side before the random crop")
     a(
         "--train-crop",
         choices=["scale", "rrc"],
@@ -224,6 +237,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     a("--freeze", type=int, help="freeze the stem and the first N stages (their BN too)")
     a("--backbone-lr-scale", type=float, help="lr of the pretrained part / lr of the head")
     a("--tta-flip", action=argparse.BooleanOptionalAction, default=None)
+    a("--tta-shift", type=int, help="test: also average over images moved by N pixels")
     a("--eval-every", type=int, help="iterations between evaluations")
     a("--eval-points", type=int, help="evaluations over the run when --eval-every is unset")
     a("--checkpoint-every", type=int)
@@ -231,6 +245,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     a("--out", help="run folder (default runs/MODEL-DATA-RECIPE)")
     a("--device", help="auto | cpu | cuda | cuda:N")
     a("--threads", type=int, help="CPU threads (default: all cores)")
+    a(
+        "--procs",
+        type=int,
+        help="CPU training processes, one thread each, DDP (default: one per core when the "
+        "images are in memory, else 1; $RESNETLAB_PROCS)",
+    )
     a("--compile", choices=["auto", "on", "off"])
     a("--channels-last", choices=["auto", "on", "off"])
     a("--amp", choices=["auto", "off", "bf16", "fp16"])
