@@ -14,7 +14,14 @@ import pytest
 import torch
 from PIL import Image, JpegImagePlugin
 
-from resnetlab.data import FolderSplit, Preprocessing, StreamingLoader, make_loader, open_dataset
+from resnetlab.data import (
+    FolderSplit,
+    Preprocessing,
+    StreamingLoader,
+    images,
+    make_loader,
+    open_dataset,
+)
 from resnetlab.data.common import InMemorySplit
 from resnetlab.data.images import read_planned
 from resnetlab.data.loader import _BatchBuffers, _collate, _FolderDataset, default_workers
@@ -222,21 +229,34 @@ def test_draft_decodes_reduced_only_when_the_crop_keeps_its_pixels(
     n = len(calls)
     im, _ = read_planned(path, "RGB", lambda w, h: small, lambda p: p.shorter(224))
     assert im.size == (1600, 1200) and len(calls) == n
-    # §3.4 through the loader's dataset: shorter side drawn in [256, 480] <= 600, so
-    # every view of this 1600x1200 photo is decoded at 1/2 (800x600) or less
-    calls.clear()
+    # §3.4 through the loader's dataset (libjpeg-turbo's decoder, with the DCT scale
+    # Pillow's draft would choose): shorter side drawn in [256, 480] <= 600, so every
+    # view of this 1600x1200 photo is decoded at 1/2 (800x600) or less
+    scales: list[int] = []
+    choose = images._draft_scale
+
+    def scale_spy(width: int, height: int, shorter: int | None) -> int:
+        scales.append(choose(width, height, shorter))
+        return scales[-1]
+
+    monkeypatch.setattr(images, "_draft_scale", scale_spy)
     ds = _FolderDataset(FolderSplit([(str(path), 0)], ["a"]), "scale", 224, 256)
     for pos in range(6):
         arr, _, err, _ = ds[(0, 0, 0, 0, pos)]
         assert err == "" and arr.shape == (3, 224, 224) and arr.dtype == np.uint8
-    assert len(calls) == 6 and all(after[0] <= 800 for _, after in calls)
+    assert len(scales) == 6 and all(s >= 2 for s in scales)
     # rrc through the dataset: reduced only when the crop still has >= 224 px each way
-    calls.clear()
+    scales.clear()
     ds = _FolderDataset(FolderSplit([(str(path), 0)], ["a"]), "rrc", 224, 256)
     for pos in range(40):
         ds[(0, 0, 0, 0, pos)]
-    assert calls and all(after[0] < before[0] for before, after in calls)
-    assert len(calls) < 40  # small crops of this photo keep full resolution
+    assert len(scales) == 40 and 0 < sum(s > 1 for s in scales) < 40  # small crops: full size
+    # the scale chosen is Pillow's draft's, for any request
+    for shorter in (0, 100, 224, 300, 399, 400, 401, 600, 601, 1200):
+        with Image.open(path) as im:
+            if shorter and 2 * shorter <= 1200:  # as ``images._draft``
+                im.draft("RGB", (shorter, shorter))
+            assert -(-1600 // choose(1600, 1200, shorter)) == im.size[0], shorter
 
 
 def test_exif_orientation_planned_on_the_upright_photo(tmp_path: Path) -> None:

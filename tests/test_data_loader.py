@@ -226,3 +226,46 @@ def test_large_image_views() -> None:
         (640, 853),
     ]
     assert all(t.shape[0] == 2 for t in ms)
+
+
+def _flipped_by_image(loader: object, epoch: int, w: int) -> dict[int, bool]:
+    """{image id: mirrored?} from the identity stamp (pixel 0,0 moves to column w-1)."""
+    seen = {}
+    for x, _ in loader.epoch(epoch):  # type: ignore[attr-defined]
+        for img in x:
+            left, right = int(img[0, 0, 0]), int(img[0, 0, w - 1])
+            stamp_left = left < 50  # stamps are 0..49; the other pixels were drawn from 1..255
+            seen[left if stamp_left else right] = not stamp_left
+    return seen
+
+
+def test_alternating_flip_mirrors_each_image_every_other_epoch() -> None:
+    s = _split(n=48)
+    s.images[:, 0, 0, 7] = 200  # so the stamp is told apart from the far column
+    loader = make_loader(s, 8, train=True, preprocessing=RAW, seed=3, pad=0, flip="alternate")
+    e0, e1, e2, e3 = (_flipped_by_image(loader, e, 8) for e in range(4))
+    assert sorted(e0) == list(range(48))
+    assert 12 < sum(e0.values()) < 36  # epoch 0: a random half, drawn once per run
+    assert all(e1[i] != e0[i] and e2[i] == e0[i] and e3[i] == e1[i] for i in range(48))
+    # the random flips of the same seed differ from epoch to epoch for some image
+    rand = make_loader(s, 8, train=True, preprocessing=RAW, seed=3, pad=0)
+    r0, r2 = _flipped_by_image(rand, 0, 8), _flipped_by_image(rand, 2, 8)
+    assert any(r0[i] != r2[i] for i in range(48))
+    # two ranks together see exactly what one process sees
+    ranks = [
+        make_loader(
+            s,
+            8,
+            train=True,
+            preprocessing=RAW,
+            seed=3,
+            pad=0,
+            flip="alternate",
+            rank=r,
+            world_size=2,
+        )
+        for r in range(2)
+    ]
+    assert {**_flipped_by_image(ranks[0], 1, 8), **_flipped_by_image(ranks[1], 1, 8)} == e1
+    with pytest.raises(DataError, match="flip must be"):
+        make_loader(s, 8, train=True, preprocessing=RAW, flip="sometimes")  # type: ignore[arg-type]

@@ -270,3 +270,39 @@ def test_turbo_decode_falls_back_to_pillow(tmp_path: Path, monkeypatch: pytest.M
     slow, _ = read_planned_rgb(photo, lambda w, h: None, lambda p: 0)
     assert isinstance(fast, np.ndarray) and isinstance(slow, Image.Image)
     assert slow.size == (90, 120) and np.abs(fast.astype(int) - np.asarray(slow)).mean() < 0.5
+
+
+def test_turbo_header_path_plans_once_and_reads_exif_like_pillow(tmp_path: Path) -> None:
+    """The training decoder reads a JPEG's size and EXIF orientation without Pillow: the
+    first Exif APP1 segment wins even behind an XMP one (as in Pillow), the crop is
+    planned exactly once on every path (its random draws must not repeat), and files
+    Pillow has to open (CMYK, PNG, damaged) still get Pillow's pixels or errors."""
+    photo = tmp_path / "p.jpg"
+    _jpeg(photo, 150, 110, 1, 6)
+    raw = photo.read_bytes()
+    xmp = b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta/>"
+    segment = b"\xff\xe1" + (len(xmp) + 2).to_bytes(2, "big") + xmp
+    behind_xmp = tmp_path / "xmp.jpg"
+    behind_xmp.write_bytes(raw[:2] + segment + raw[2:])
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (40, 30), (0, 255, 255, 0)).save(cmyk, quality=95)
+    png = tmp_path / "x.png"
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(png)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(raw[:-400])
+    for path in (photo, behind_xmp, cmyk, png, cut):
+        calls: list[tuple[int, int]] = []
+
+        def plan(w: int, h: int, calls: list[tuple[int, int]] = calls) -> int:
+            calls.append((w, h))
+            return 7
+
+        try:
+            got, planned = read_planned_rgb(path, plan, lambda p: 0)
+        except DECODE_ERRORS:
+            assert path == cut
+        else:
+            assert planned == 7
+            assert np.array_equal(np.asarray(got), np.asarray(read_image(path))), path
+        assert len(calls) == 1, (path, calls)
+        assert path in (cmyk, png) or calls[0] == (110, 150)  # orientation 6: turned upright

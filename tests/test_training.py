@@ -286,3 +286,32 @@ def test_strict_data_flag(tiny_dataset: Path, tmp_path: Path) -> None:
     lenient = run_cli(*base, "--out", str(tmp_path / "l"))
     assert lenient.returncode == 0, lenient.stderr
     assert "skipped 1" in lenient.stderr and "test accuracy:" in lenient.stdout
+
+
+def test_norm_weight_decay_spares_bn_and_biases(tiny_dataset: Path, tmp_path: Path) -> None:
+    """--norm-weight-decay 0: BN scales/shifts and biases are not decayed, conv and FC
+    weights are (one SGD step with zero gradients shows each group's decay)."""
+    from resnetlab.models import create_model
+    from resnetlab.training.finetune import param_groups
+
+    model = create_model("resnet20", num_classes=3)
+    opt = torch.optim.SGD(param_groups(model, [], 1.0, 0.0), lr=0.1, weight_decay=0.5)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for name, p in model.named_parameters():
+        factor = 1.0 if p.dim() == 1 else 1 - 0.1 * 0.5
+        torch.testing.assert_close(p.detach(), before[name] * factor, msg=name)
+    # a run saves its groups: the 1-d parameters are the ones without decay
+    cfg = tiny_config(tiny_dataset, tmp_path / "r", norm_weight_decay=0.0, iters=2, eval_every=2)
+    train(cfg)
+    saved = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["optimizer"]
+    no_decay = [g for g in saved["param_groups"] if g["weight_decay"] == 0.0]
+    n_1d = sum(1 for p in model.parameters() if p.dim() == 1)
+    assert sum(len(g["params"]) for g in no_decay) == n_1d
+    assert (
+        json.loads((tmp_path / "r" / "config.json").read_text())["train"]["norm_weight_decay"] == 0
+    )
+    bad = run_cli("train", "--data", str(tiny_dataset), "--norm-weight-decay", "-1")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr

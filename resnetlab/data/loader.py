@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
+from resnetlab.data.batch_ring import BatchRing, RingBatches, unwrap
 from resnetlab.data.common import DataWarning, FolderSplit, InMemorySplit, derive_seed, generator
 from resnetlab.data.images import DECODE_ERRORS, read_image, read_planned_rgb
 from resnetlab.data.preprocess import Preprocessing
@@ -28,6 +29,7 @@ from resnetlab.data.transforms import (
     MULTISCALE_SIDES,
     TRAIN_CROPS,
     TrainCrop,
+    alternating_flips,
     crop_flip,
     crop_flip_params,
     crop_resize,
@@ -43,6 +45,7 @@ from resnetlab.errors import DataError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 _AUG_STREAM = 1  # sub-stream tag for augmentation seeds (the shuffle uses none)
+_FLIP_STREAM = 2  # each image's first mirroring, for alternating flips
 
 
 class _Plan:
@@ -207,7 +210,7 @@ class InMemoryLoader(_PlannedLoader):
         world_size: int = 1,
         channels_last: bool = False,
         pad: int = 4,
-        flip: bool = True,
+        flip: bool | Literal["alternate"] = True,
     ) -> None:
         self.split, self.train = split, train
         self.device = torch.device(device)
@@ -224,6 +227,10 @@ class InMemoryLoader(_PlannedLoader):
         )
         _, c, h, w = split.images.shape
         self.scale, self.bias = _affine(preprocessing, c, h, w, self.device)
+        if flip not in (True, False, "alternate"):
+            raise DataError(f"flip must be True, False or 'alternate', got {flip!r}")
+        flip_gen = generator(seed, -1, -1, _FLIP_STREAM)  # apart from every batch's stream
+        self._first_flips = torch.rand(len(split), generator=flip_gen) < 0.5
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
         images, labels = self.split.on_device(self.device)
@@ -253,7 +260,9 @@ class InMemoryLoader(_PlannedLoader):
         if self.augment:
             # drawn for the whole global batch, then sliced: identical across world sizes
             gen = generator(self.seed, epoch, b, _AUG_STREAM)
-            dy, dx, fl = crop_flip_params(len(idx), self.pad, self.flip, gen)
+            dy, dx, fl = crop_flip_params(len(idx), self.pad, bool(self.flip), gen)
+            if self.flip == "alternate":
+                fl = alternating_flips(self._first_flips, idx, epoch)
             x = crop_flip(x, dy[lo:hi], dx[lo:hi], fl[lo:hi], self.pad)
         out = torch.addcmul(self.bias, x.float(), self.scale) if x.shape[0] else x.float()
         if self.channels_last:
@@ -367,16 +376,17 @@ def _collate_lists(
 
 
 def _stream(
-    dataset: _FolderDataset,
+    dataset: torch.utils.data.Dataset[Any],
     keys: list[list[tuple[int, int, int, int, int]]],
     *,
     workers: int,
     collate: Any,
     strict: bool,
     pin_memory: bool = False,
-) -> Iterator[Any]:
-    """Batches of ``dataset`` for ``keys`` through DataLoader workers; unreadable images
-    are skipped with a warning per batch, or refused with ``strict``."""
+) -> Iterator[tuple[Any, ...]]:
+    """Batches of ``dataset`` for ``keys`` through DataLoader workers (``collate`` makes
+    tuples whose last element is the batch's error messages); unreadable images are
+    skipped with a warning per batch, or refused with ``strict``. Yields the rest."""
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_sampler=keys,
@@ -384,13 +394,13 @@ def _stream(
         collate_fn=collate,
         pin_memory=pin_memory,
     )
-    for x, y, light, errors in loader:
+    for *batch, errors in loader:
         if errors:
             msg = f"skipped {len(errors)} unreadable image(s) (first: {errors[0]})"
             if strict:
                 raise DataError(msg.replace("skipped", "found", 1))
             warnings.warn(msg, DataWarning, stacklevel=3)
-        yield x, y, light
+        yield tuple(batch)
 
 
 def _storage_uses(t: torch.Tensor) -> int:
@@ -479,6 +489,9 @@ class StreamingLoader(_PlannedLoader):
             [(int(idx[j]), self.seed, epoch, b, j) for j in range(lo, hi)]
             for b, idx, lo, hi in self.plan.batches(epoch, start_batch)
         ]
+        if self.device.type == "cpu" and self.workers > 0 and keys:
+            yield from self._ring_epoch(keys)
+            return
         batches = _stream(
             self.dataset,
             keys,
@@ -491,6 +504,29 @@ class StreamingLoader(_PlannedLoader):
             with _cpu_threads(self.device):
                 out = self.normalise(x.to(self.device, non_blocking=True), light)
             yield out, y.to(self.device, non_blocking=True)
+
+    def _ring_epoch(self, keys: list[list[tuple[int, int, int, int, int]]]) -> Iterator[Batch]:
+        """CPU training and evaluation: the workers write uint8 pixels into fixed shared
+        slots (``batch_ring``), made for this epoch's workers only."""
+        rows = -(-self.plan.batch // self.plan.world)  # the most rows a rank's batch has
+        ring = BatchRing.for_workers(self.workers, (rows, *self._sample_shape()))
+        dataset = RingBatches(self.dataset.__getitem__, ring)
+        batches = _stream(dataset, keys, workers=self.workers, collate=unwrap, strict=self.strict)
+        for slot, n, y, light in batches:
+            try:
+                with _cpu_threads(self.device):
+                    out = self.normalise(ring.pixels[slot, :n], light)
+            finally:
+                ring.release(slot)
+            yield out, y
+
+    def _sample_shape(self) -> tuple[int, ...]:
+        size = self.dataset.size
+        return (
+            (10, 3, size, size)
+            if self.dataset.view == "ten_crop" and not self.augment
+            else (3, size, size)
+        )
 
     def normalise(self, x: torch.Tensor, light: torch.Tensor | None = None) -> torch.Tensor:
         """uint8 [N,...,3,H,W] -> normalised float32: one copy into a (reused, on the CPU)
@@ -567,12 +603,13 @@ def make_loader(
     channels_last: bool = False,
     workers: int | None = None,
     pad: int = 4,
-    flip: bool = True,
+    flip: bool | Literal["alternate"] = True,
     strict: bool = False,
     train_crop: TrainCrop = "scale",
 ) -> InMemoryLoader | StreamingLoader:
     """The loader for ``split``: tensor ops on the device for in-memory splits, DataLoader
     workers for streamed ones. ``pad``/``flip`` apply to in-memory augmentation (§4.2),
+    ``flip="alternate"`` mirrors each image every other epoch instead of at random;
     ``train_crop`` to streamed large images: "scale" (§3.4's shorter side in [256, 480],
     crop, flip, PCA lighting) or "rrc" (random-resized crop and flip); the crop side is
     ``preprocessing.size``."""

@@ -53,6 +53,15 @@ def crop_flip_params(
     return off[0], off[1], flips
 
 
+def alternating_flips(first: torch.Tensor, rows: torch.Tensor, epoch: int) -> torch.Tensor:
+    """Flip flags of images ``rows`` in ``epoch``: each image's mirroring in epoch 0
+    (``first``, drawn once per run) inverted on odd epochs, so over any two consecutive
+    epochs every image is seen once each way. Random flips repeat an image's
+    orientation half the time, which at a few epochs wastes part of the data (Jordan
+    2024, "94% on CIFAR-10 in 3.29 seconds": alternating flip)."""
+    return first[rows.cpu()] ^ bool(epoch % 2)
+
+
 def crop_flip(
     images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flips: torch.Tensor, pad: int
 ) -> torch.Tensor:

@@ -44,6 +44,7 @@ class TrainConfig:
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 1e-4
+    norm_weight_decay: float | None = None  # BN scales/shifts and biases (None: weight_decay)
     schedule: str = "step"  # step | cosine | linear | onecycle
     milestones: list[int] = field(default_factory=lambda: [32_000, 48_000])  # iterations
     lr_decay: float = 0.1
@@ -57,6 +58,7 @@ class TrainConfig:
     normalize: str = "pixel"  # pixel (the paper's mean image) | channel (mean/std)
     augment: bool = True
     pad: int = 4  # §4.2: 4 pixels padded on each side, then a random crop (small images)
+    flip: str = "random"  # small images: random (§4.2) | alternate (each image every other epoch)
     train_crop: str = "scale"  # large images: scale (§3.4: shorter side 256-480, 224 crop,
     # flip, PCA colour) | rrc (random-resized crop + flip, the common modern choice)
     image_size: int = 0  # large images: crop side (0: 224, §3.4); in-memory sets keep theirs
@@ -159,8 +161,13 @@ class TrainConfig:
             (lambda: self.stop_at >= 0, "stop-at must be >= 0"),
             (lambda: 0 <= self.tta_shift <= 8, "tta-shift must be 0..8 pixels"),
             (lambda: 0 <= self.pad <= 16, "pad must be 0..16 pixels"),
+            (lambda: self.flip in ("random", "alternate"), "flip must be random or alternate"),
             (lambda: self.freeze >= -1, "freeze must be >= 0 (stages after the stem)"),
             (lambda: self.backbone_lr_scale >= 0, "backbone-lr-scale must be >= 0"),
+            (
+                lambda: self.norm_weight_decay is None or self.norm_weight_decay >= 0,
+                "norm-weight-decay must be >= 0",
+            ),
             (lambda: self.stride_in in (None, "1x1", "3x3"), "stride-in must be 1x1 or 3x3"),
             (lambda: self.zero_pad in (None, "end", "both"), "zero-pad must be end or both"),
             (lambda: self.width is None or 1 <= self.width <= 8192, "width must be 1..8192"),

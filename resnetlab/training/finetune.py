@@ -104,15 +104,36 @@ def frozen_modules(model: nn.Module, stages: int) -> list[nn.Module]:
 
 
 def param_groups(
-    model: nn.Module, frozen: list[nn.Module], backbone_scale: float
+    model: nn.Module,
+    frozen: list[nn.Module],
+    backbone_scale: float,
+    norm_weight_decay: float | None = None,
 ) -> list[dict[str, Any]]:
     """Trainable parameters: the pretrained part at ``backbone_scale`` x lr, the head at lr.
-    Frozen parameters stop requiring gradients and are left out."""
+    Frozen parameters stop requiring gradients and are left out. With ``norm_weight_decay``
+    set, BN scales and shifts and all biases (the 1-d parameters) get that weight decay
+    instead of the optimiser's: decay then only limits the conv and FC weights, whose
+    scale BN makes irrelevant, and does not shrink the residual branches' output scales."""
     for m in frozen:
         m.requires_grad_(False)
-    head = [p for n, p in model.named_parameters() if n.startswith(HEAD)]
-    body = [p for n, p in model.named_parameters() if not n.startswith(HEAD) and p.requires_grad]
-    groups = [{"params": body, "lr_scale": backbone_scale}, {"params": head, "lr_scale": 1.0}]
+    groups: list[dict[str, Any]] = []
+    for is_head, scale in ((False, backbone_scale), (True, 1.0)):
+        params = [
+            p
+            for n, p in model.named_parameters()
+            if n.startswith(HEAD) == is_head and p.requires_grad
+        ]
+        if norm_weight_decay is None:
+            groups.append({"params": params, "lr_scale": scale})
+            continue
+        groups.append({"params": [p for p in params if p.dim() > 1], "lr_scale": scale})
+        groups.append(
+            {
+                "params": [p for p in params if p.dim() <= 1],
+                "lr_scale": scale,
+                "weight_decay": norm_weight_decay,
+            }
+        )
     return [g for g in groups if g["params"]]
 
 

@@ -232,6 +232,7 @@ def prepare(cfg: TrainConfig, resume: bool, bundle: Any) -> Run:
                 seed=cfg.seed,
                 augment=cfg.augment if train else False,
                 pad=cfg.pad,
+                flip="alternate" if cfg.flip == "alternate" else True,
                 train_crop=cfg.train_crop,  # type: ignore[arg-type]  # validated: scale | rrc
                 rank=dist_info.rank,
                 world_size=dist_info.world_size,
@@ -247,7 +248,7 @@ def prepare(cfg: TrainConfig, resume: bool, bundle: Any) -> Run:
             )
         frozen = frozen_modules(model, cfg.freeze)
         optimizer = torch.optim.SGD(
-            param_groups(model, frozen, cfg.backbone_lr_scale),
+            param_groups(model, frozen, cfg.backbone_lr_scale, cfg.norm_weight_decay),
             lr=cfg.lr,
             momentum=cfg.momentum,
             nesterov=cfg.nesterov,

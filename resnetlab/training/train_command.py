@@ -194,6 +194,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     a("--momentum", type=float)
     a("--nesterov", action=argparse.BooleanOptionalAction, default=None)
     a("--weight-decay", type=float)
+    a(
+        "--norm-weight-decay",
+        type=float,
+        help="weight decay of BN scales/shifts and biases (default: --weight-decay's)",
+    )
     a("--schedule", choices=["step", "cosine", "linear", "onecycle"])
     a("--milestones", type=int, nargs="*", help="lr steps (iterations) for --schedule step")
     a("--lr-decay", type=float, help="factor at each milestone (0.1)")
@@ -211,6 +216,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     a("--normalize", choices=["pixel", "channel"])
     a("--augment", action=argparse.BooleanOptionalAction, default=None)
     a("--pad", type=int, help="small images: pixels padded on each side before the random crop")
+    a(
+        "--flip",
+        choices=["random", "alternate"],
+        help="small images: mirror at random (§4.2) or each image every other epoch",
+    )
     a(
         "--train-crop",
         choices=["scale", "rrc"],
