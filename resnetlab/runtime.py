@@ -40,6 +40,12 @@ def set_openmp_defaults(environ: MutableMapping[str, str] | None = None) -> dict
     return made
 
 
+def user_environment() -> dict[str, str]:
+    """This process's environment without the defaults the entry point added: what a
+    program the user started themselves would see (``bench train``'s baseline)."""
+    return {k: v for k, v in os.environ.items() if k not in _set_here}
+
+
 def openmp_settings() -> dict[str, str | None]:
     """The OpenMP environment of this process, and who set each value (for config.json)."""
     out: dict[str, str | None] = {k: os.environ.get(k) for k in OPENMP_VARS}

@@ -52,6 +52,7 @@ def test_fast_recipe_warmup_then_linear_decay() -> None:
     assert learning_rate(cfg, 99) == pytest.approx(cfg.lr)
     assert learning_rate(cfg, 550) == pytest.approx(cfg.lr * 0.5)
     assert learning_rate(cfg, 1000) == pytest.approx(0.0)
+    assert cfg.flip == "alternate" and build_config("paper", "resnet20", {}).flip == "random"
 
 
 def test_paper_short_recipe_is_the_paper_optimiser_with_warmup_and_decay() -> None:

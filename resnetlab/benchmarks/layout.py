@@ -18,7 +18,7 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
+import tempfile
 import time
 from typing import Any
 
@@ -61,28 +61,23 @@ def measure_layout(
     spec = json.dumps(
         dict(model=model, batch_size=batch_size, seconds=seconds, data=data, compile=compile_mode)
     )
-    port = launch.free_port()
     base = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if policy not in ("default", "-"):
         base["OMP_WAIT_POLICY"] = policy
-    workers = [
-        subprocess.Popen(
+    with tempfile.TemporaryFile("w+") as report:
+        code = launch.run_workers(
             launch.python_command(WORKER, [spec]),
-            env=launch.worker_env(base, r, procs, port, threads, wait_policy=None),
-            stdout=subprocess.PIPE if r == 0 else subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
+            procs,
+            threads,
+            base,
+            wait_policy=None,
+            rank0_stdout=report,
         )
-        for r in range(procs)
-    ]
-    out, err = workers[0].communicate()
-    for w in workers[1:]:
-        w.wait()
-    codes = [w.returncode for w in workers]
-    if any(codes):
-        tail = (err or "").strip().splitlines()[-1:] or ["(no output)"]
-        raise RuntimeError(f"layout {procs}x{threads} failed ({codes}): {tail[0]}")
-    return dict(json.loads(out.strip().splitlines()[-1]))
+        report.seek(0)
+        lines = report.read().strip().splitlines()
+    if code or not lines:
+        raise RuntimeError(f"layout {procs}x{threads} failed (exit status {code}); see above")
+    return dict(json.loads(lines[-1]))
 
 
 def compare(

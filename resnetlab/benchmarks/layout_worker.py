@@ -48,6 +48,7 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
         init_distributed,
         shutdown,
     )
+    from resnetlab.training.setup import agreed_speed_choices, wrap_for_training
     from resnetlab.training.step import train_step
 
     info = init_distributed("cpu")
@@ -61,17 +62,10 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
         batch_size=spec["batch_size"],
         compile=spec.get("compile", "auto"),
     )
-    choices = None
-    if info.is_main:
-        choices = speed.choose(cfg, model, torch.device("cpu"), size, 3, lambda _: None)
-    choices = broadcast_object(choices, info)
-    assert choices is not None
+    cpu = torch.device("cpu")
+    choices = agreed_speed_choices(cfg, model, cpu, size, 3, info, lambda _: None)
     speed.set_memory_format(model, choices["channels_last"])
-    train_model: nn.Module = model
-    if info.enabled:
-        train_model = nn.parallel.DistributedDataParallel(model)
-    if choices["compile"]:
-        train_model = torch.compile(train_model)  # type: ignore[assignment]
+    train_model = wrap_for_training(model, choices, info, cpu)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
     loader = make_loader(
         split,

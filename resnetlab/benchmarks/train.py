@@ -20,6 +20,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -149,11 +151,10 @@ def measure(
     compete: str = "none",
     skip_baseline: bool = False,
 ) -> dict[str, Any]:
-    """Baseline (in this process, quiet) and ours (fresh workers in ``procs`` x
+    """Baseline (a fresh process with the user's environment, quiet) and ours (fresh workers in ``procs`` x
     ``threads``; 0: the trainer's own layout), ours again beside a ``compete`` job."""
     from resnetlab.data import open_dataset
     from resnetlab.models import count_mult_adds, create_model
-    from resnetlab.training.step import train_step
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -162,7 +163,6 @@ def measure(
     pre = bundle.preprocessing("channel")
     size, channels = bundle.image_size, bundle.in_channels
     kw = dict(num_classes=len(bundle.classes), in_channels=channels)
-    criterion = nn.CrossEntropyLoss()
     procs, threads = _layout(data, procs, threads, batch_size, bundle)
     report: dict[str, Any] = {
         "model": model_name,
@@ -177,26 +177,18 @@ def measure(
     if not skip_baseline:
         if bundle.in_memory and not Path(data).is_dir():
             raise DataError("the baseline reads image files: give --data a class-folder path")
-        torch.manual_seed(0)
-        base_model = create_model(model_name, **kw)  # type: ignore[arg-type]
-        base_opt = _sgd(base_model)
-        mean = np.asarray(pre.mean, dtype=np.float32).reshape(1, 1, -1)
-        std = np.asarray(pre.std, dtype=np.float32).reshape(1, 1, -1)
-        dl = torch.utils.data.DataLoader(
-            _FileDataset(_folder_files(Path(data)), mean, std),
-            batch_size=batch_size,
-            shuffle=True,
-            num_workers=workers,
-            drop_last=True,
-            persistent_workers=workers > 0,
+        report["baseline"] = _baseline_in_fresh_process(
+            dict(
+                model=model_name,
+                data=data,
+                batch_size=batch_size,
+                seconds=seconds,
+                workers=workers,
+                mean=list(pre.mean),
+                std=list(pre.std),
+                **kw,
+            )
         )
-        base_ips, base_steps, _ = _timed_steps(
-            lambda x, y: train_step(base_model, base_opt, criterion, x, y, 0.1),
-            _cycle(dl),
-            seconds,
-            warmup=2,
-        )
-        report["baseline"] = {"images_per_s": base_ips, "steps": base_steps, "workers": workers}
 
     # ours: the trainer's loader, settings and step in the trainer's process layout, run
     # as fresh worker processes (so that the OpenMP settings are made before torch loads)
@@ -245,6 +237,59 @@ def measure(
         ours_fraction_of_cap=ours_ips * gflop_per_image / peak,
     )
     return report
+
+
+def _baseline_in_fresh_process(spec: dict[str, Any]) -> dict[str, Any]:
+    """The baseline, run the way its user would: a fresh Python process with the user's
+    environment (none of the OpenMP settings ``resnetlab`` makes for itself) and
+    PyTorch's default threads."""
+    from resnetlab.runtime import user_environment
+
+    env = user_environment()
+    done = subprocess.run(
+        [sys.executable, "-m", __name__, json.dumps(spec)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = done.stdout.strip().splitlines()
+    if done.returncode or not lines:
+        tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise ResnetlabError(f"the baseline failed (exit status {done.returncode}): {tail}")
+    return {**json.loads(lines[-1]), "omp_wait_policy": env.get("OMP_WAIT_POLICY")}
+
+
+def baseline(spec: dict[str, Any]) -> dict[str, Any]:
+    """The common loop: a DataLoader over the image files, per-sample Pillow + numpy
+    augmentation, the eager NCHW model, the trainer's step (``_baseline_in_fresh_process``)."""
+    from resnetlab.models import create_model
+    from resnetlab.training.step import train_step
+
+    torch.manual_seed(0)
+    model = create_model(spec["model"], num_classes=spec["num_classes"],
+                         in_channels=spec["in_channels"])  # fmt: skip
+    opt = _sgd(model)
+    criterion = nn.CrossEntropyLoss()
+    mean = np.asarray(spec["mean"], dtype=np.float32).reshape(1, 1, -1)
+    std = np.asarray(spec["std"], dtype=np.float32).reshape(1, 1, -1)
+    workers = spec["workers"]
+    dl = torch.utils.data.DataLoader(
+        _FileDataset(_folder_files(Path(spec["data"])), mean, std),
+        batch_size=spec["batch_size"],
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        persistent_workers=workers > 0,
+    )
+    ips, steps, _ = _timed_steps(
+        lambda x, y: train_step(model, opt, criterion, x, y, 0.1),
+        _cycle(dl),
+        spec["seconds"],
+        warmup=2,
+    )
+    return {"images_per_s": ips, "steps": steps, "workers": workers,
+            "threads": torch.get_num_threads()}  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -331,3 +376,7 @@ def register(topics: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--skip-baseline", action="store_true")
     p.add_argument("--json", action="store_true", help="one line of JSON")
     p.set_defaults(func=run)
+
+
+if __name__ == "__main__":  # the baseline's own process (``_baseline_in_fresh_process``)
+    print(json.dumps(baseline(json.loads(sys.argv[1]))), flush=True)

@@ -28,7 +28,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
 from resnetlab.errors import ResnetlabError
 from resnetlab.training.config import TrainConfig
@@ -188,22 +188,35 @@ def train_workers(cfg: TrainConfig, resume: bool) -> int:
 
 
 def run_workers(
-    command: Sequence[str], world_size: int, threads: int = 1, env: Mapping[str, str] | None = None
+    command: Sequence[str],
+    world_size: int,
+    threads: int = 1,
+    env: Mapping[str, str] | None = None,
+    *,
+    wait_policy: str | None = "PASSIVE",
+    rank0_stdout: IO[str] | None = None,
 ) -> int:
     """Run ``command`` as ``world_size`` workers and wait for all of them.
 
     SIGINT/SIGTERM are passed on to every worker (each stops at the same iteration and
     writes one checkpoint, as under torchrun). If a worker fails, the others get
     ``GRACE_S`` to notice (their collectives fail) before they are killed. Returns the
-    first non-zero exit status, or 0.
+    first non-zero exit status, or 0. ``wait_policy``: see ``worker_env``;
+    ``rank0_stdout``: where rank 0's standard output goes (the others' is then dropped),
+    for workers that report on it.
     """
     port = free_port()
     base = dict(os.environ if env is None else env)
+    if rank0_stdout is None:
+        outputs: list[Any] = [None] * world_size
+    else:
+        outputs = [rank0_stdout] + [subprocess.DEVNULL] * (world_size - 1)
     # own session: a Ctrl-C in the terminal reaches the workers once, through forward()
     procs = [
         subprocess.Popen(
             list(command),
-            env=worker_env(base, r, world_size, port, threads),
+            env=worker_env(base, r, world_size, port, threads, wait_policy),
+            stdout=outputs[r],
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )

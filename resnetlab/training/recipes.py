@@ -69,6 +69,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         warmup_iters=180,
         label_smoothing=0.2,
         pad=1,
+        flip="alternate",  # each image mirrored every other epoch (BENCHMARKS.md, #16)
         val_size=0,
         normalize="channel",
         tta_flip=True,

@@ -211,12 +211,8 @@ def prepare(cfg: TrainConfig, resume: bool, bundle: Any) -> Run:
         if choices:
             progress.info(f"speed settings of this run: {_describe(choices)}")
         else:
-            choices = None
-            if dist_info.is_main:
-                choices = speed.choose(cfg, model, device, bundle.image_size, bundle.in_channels,
-                                       progress.info)  # fmt: skip
-            choices = broadcast_object(choices, dist_info)
-        assert choices is not None
+            choices = agreed_speed_choices(cfg, model, device, bundle.image_size,
+                                           bundle.in_channels, dist_info, progress.info)  # fmt: skip
         if choices["channels_last"]:
             speed.set_memory_format(model, True)
 
@@ -274,15 +270,7 @@ def prepare(cfg: TrainConfig, resume: bool, bundle: Any) -> Run:
         folder.release(discard_if_empty=True)
         raise
 
-    train_model: nn.Module = model
-    if cfg.sync_bn and dist_info.enabled:
-        train_model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if dist_info.enabled:
-        train_model = nn.parallel.DistributedDataParallel(
-            train_model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    if choices["compile"]:
-        train_model = torch.compile(train_model)  # type: ignore[assignment]
+    train_model = wrap_for_training(model, choices, dist_info, device, sync_bn=cfg.sync_bn)
     return Run(
         cfg=cfg,
         folder=folder,
@@ -303,6 +291,47 @@ def prepare(cfg: TrainConfig, resume: bool, bundle: Any) -> Run:
         frozen=frozen,
         seconds_before=state.train_seconds,
     )
+
+
+def agreed_speed_choices(
+    cfg: TrainConfig,
+    model: nn.Module,
+    device: torch.device,
+    image_size: int,
+    in_channels: int,
+    dist_info: Any,
+    log: Any,
+) -> dict[str, Any]:
+    """The speed settings (``speed.choose``), measured by rank 0 and sent to every rank,
+    so that all processes run the same memory format, compile and precision."""
+    choices = None
+    if dist_info.is_main:
+        choices = speed.choose(cfg, model, device, image_size, in_channels, log)
+    choices = broadcast_object(choices, dist_info)
+    assert choices is not None
+    return dict(choices)
+
+
+def wrap_for_training(
+    model: nn.Module,
+    choices: dict[str, Any],
+    dist_info: Any,
+    device: torch.device,
+    *,
+    sync_bn: bool = False,
+) -> nn.Module:
+    """What the step runs: ``model`` under DDP (with SyncBatchNorm if asked) when there
+    are several processes, compiled when the choices say so; parameters stay shared."""
+    train_model: nn.Module = model
+    if sync_bn and dist_info.enabled:
+        train_model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if dist_info.enabled:
+        train_model = nn.parallel.DistributedDataParallel(
+            train_model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if choices["compile"]:
+        train_model = torch.compile(train_model)  # type: ignore[assignment]
+    return train_model
 
 
 def _open_data(cfg: TrainConfig, dist_info: Any) -> Any:
