@@ -140,7 +140,9 @@ def test_configs_written_before_procs_give_their_world_size(tmp_path: Path) -> N
     # the lead's command: --recipe paper-short --iters 4000 --eval-points 20, --procs 1
     wanted = dict(data=doc["train"]["data"], iters=4000, eval_points=20, procs=1, seed=0)
     cfg = build_config("paper-short", "resnet20", wanted)
-    _check_same_recipe(folder, cfg)  # reused as it is
+    _check_same_recipe(folder, cfg)  # reused as it is (flip and BN decay: the defaults)
+    with pytest.raises(ResnetlabError, match=r"flip 'random' -> 'alternate'"):
+        _check_same_recipe(folder, dataclasses.replace(cfg, flip="alternate"))
     with pytest.raises(ResnetlabError, match=r"procs 1 -> 2, BN over 128 -> 64 images"):
         _check_same_recipe(folder, dataclasses.replace(cfg, procs=2))
     doc["environment"]["world_size"] = 2  # an old run of two processes
