@@ -140,17 +140,26 @@ def _turbo_rgb(im: Image.Image) -> np.ndarray | None:
         return None
     im.fp.seek(0)
     data = im.fp.read()
-    w, h = im.size
     try:
         if simplejpeg.decode_jpeg_header(data)[2] not in ("YCbCr", "Gray"):
             return None
+    except ValueError:
+        return None
+    return _turbo_upright(data, *im.size, orientation(im))
+
+
+def _turbo_upright(data: bytes, w: int, h: int, turn: int) -> np.ndarray | None:
+    """libjpeg-turbo's RGB decoding of ``data`` at the DCT scale that gives ``w`` x ``h``,
+    turned upright by EXIF orientation ``turn``; None on any libjpeg warning or if no
+    scale gives that size (Pillow then decides)."""
+    try:
         arr = simplejpeg.decode_jpeg(data, "RGB", min_height=h, min_width=w)
     except ValueError:
         return None
     if arr.shape != (h, w, 3):  # not the scale Pillow's draft chose
         return None
-    turn = _UPRIGHT.get(orientation(im))
-    return turn(arr) if turn else arr
+    view = _UPRIGHT.get(turn)
+    return view(arr) if view else arr
 
 
 def _decode(im: Image.Image, mode: str, shorter: int | None) -> Image.Image:
@@ -196,7 +205,7 @@ def read_planned_rgb(
     time of a photo's whole training view); ``plan`` runs once, on either path."""
     data = _jpeg_bytes(path)
     header = _turbo_header(data) if data is not None else None
-    if header is None:
+    if data is None or header is None:
         with open_image(path) as im:
             planned = plan(*upright_size(im))
             _draft(im, shorter(planned))
@@ -206,17 +215,12 @@ def read_planned_rgb(
     sideways = turn in (5, 6, 7, 8)
     planned = plan(*((height, width) if sideways else (width, height)))
     scale = _draft_scale(width, height, shorter(planned))
-    h, w = -(-height // scale), -(-width // scale)
-    try:
-        arr = simplejpeg.decode_jpeg(data, "RGB", min_height=h, min_width=w)
-    except ValueError:  # a libjpeg warning: a damaged file, Pillow decides what it yields
-        arr = None
-    if arr is None or arr.shape != (h, w, 3):
+    arr = _turbo_upright(data, -(-width // scale), -(-height // scale), turn)
+    if arr is None:  # a libjpeg warning (a damaged file): Pillow decides what it yields
         with open_image(path) as im:
             _draft(im, shorter(planned))
             return _decode(im, "RGB", None), planned
-    upright_view = _UPRIGHT.get(turn)
-    return (upright_view(arr) if upright_view else arr), planned
+    return arr, planned
 
 
 def _jpeg_bytes(path: str | Path) -> bytes | None:

@@ -229,8 +229,10 @@ class InMemoryLoader(_PlannedLoader):
         self.scale, self.bias = _affine(preprocessing, c, h, w, self.device)
         if flip not in (True, False, "alternate"):
             raise DataError(f"flip must be True, False or 'alternate', got {flip!r}")
-        flip_gen = generator(seed, -1, -1, _FLIP_STREAM)  # apart from every batch's stream
-        self._first_flips = torch.rand(len(split), generator=flip_gen) < 0.5
+        self._first_flips: torch.Tensor | None = None
+        if flip == "alternate":
+            flip_gen = generator(seed, -1, -1, _FLIP_STREAM)  # apart from every batch's stream
+            self._first_flips = torch.rand(len(split), generator=flip_gen) < 0.5
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
         images, labels = self.split.on_device(self.device)
@@ -260,8 +262,9 @@ class InMemoryLoader(_PlannedLoader):
         if self.augment:
             # drawn for the whole global batch, then sliced: identical across world sizes
             gen = generator(self.seed, epoch, b, _AUG_STREAM)
+            # random flips are drawn even when alternating, so the crops stay the same
             dy, dx, fl = crop_flip_params(len(idx), self.pad, bool(self.flip), gen)
-            if self.flip == "alternate":
+            if self._first_flips is not None:
                 fl = alternating_flips(self._first_flips, idx, epoch)
             x = crop_flip(x, dy[lo:hi], dx[lo:hi], fl[lo:hi], self.pad)
         out = torch.addcmul(self.bias, x.float(), self.scale) if x.shape[0] else x.float()
