@@ -51,6 +51,7 @@ class TrainConfig:
     warmup: str = "none"  # none | paper (lr x0.1 until train error < 80%, §4.2) | linear
     warmup_iters: int = 0  # linear warm-up length; for "paper", a cap (0: none)
     label_smoothing: float = 0.0
+    lookahead: int = 0  # every N iterations, weights pulled back to their average (0: off)
     accum_steps: int = 1  # micro-batches per step (DDP-equivalent BN statistics)
     sync_bn: bool = False  # DDP on CUDA: BN statistics over the global batch (SyncBatchNorm)
     # data
@@ -179,6 +180,7 @@ class TrainConfig:
             (lambda: self.warmup in WARMUPS, f"warmup must be one of {WARMUPS}"),
             (lambda: self.normalize in ("pixel", "channel"), "normalize must be pixel or channel"),
             (lambda: 0.0 <= self.label_smoothing < 1.0, "label smoothing must be in [0, 1)"),
+            (lambda: self.lookahead >= 0, "lookahead must be >= 0 (0: off)"),
             (
                 lambda: self.shortcut in (None, "A", "B", "C", "none"),
                 "shortcut must be A, B, C or none",

@@ -108,6 +108,8 @@ def fit(run: Run) -> int | None:
             state.iteration += 1
             state.images_seen += x.shape[0] * dist.world_size
             it = state.iteration
+            if state.lookahead is not None and state.lookahead.due(it, end):
+                state.lookahead.update(state.model, it, end)
             row_due = it % eval_every == 0 or it >= end  # never extra rows at a stop
             if it % sync_every and not row_due and it < stop_at:
                 continue

@@ -34,6 +34,7 @@ from resnetlab.training.finetune import (
     param_groups,
     set_train_mode,
 )
+from resnetlab.training.lookahead import Lookahead
 from resnetlab.training.metrics import MetricsLog
 from resnetlab.training.outputs import write_run_config
 from resnetlab.training.progress import Progress
@@ -250,7 +251,9 @@ def prepare(cfg: TrainConfig, resume: bool, bundle: Any) -> Run:
             nesterov=cfg.nesterov,
             weight_decay=cfg.weight_decay,
         )
-        state = TrainState(model, optimizer, len(train_loader), choices=choices)
+        lookahead = Lookahead(model, cfg.lookahead) if cfg.lookahead else None
+        state = TrainState(model, optimizer, len(train_loader), choices=choices,
+                           lookahead=lookahead)  # fmt: skip
         if ckpt is not None:
             state.load_state_dict(ckpt)
             progress.info(f"resumed from {checkpoint_path} at iteration {state.iteration}")

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from resnetlab.errors import CheckpointError
+from resnetlab.training.lookahead import Lookahead
 
 
 @dataclass
@@ -40,6 +41,8 @@ class TrainState:
     train_seconds: float = 0.0
     # speed settings chosen once at the start (channels_last, compile, amp, ...)
     choices: dict[str, Any] = field(default_factory=dict)
+    # the averaged weights of --lookahead (None: off)
+    lookahead: Lookahead | None = None
 
     def state_dict(self) -> dict[str, Any]:
         rng: dict[str, Any] = {"torch": torch.get_rng_state()}
@@ -58,6 +61,7 @@ class TrainState:
             "images_seen": self.images_seen,
             "train_seconds": self.train_seconds,
             "choices": dict(self.choices),
+            "lookahead": self.lookahead.state_dict() if self.lookahead else None,
             "rng": rng,
         }
 
@@ -81,6 +85,15 @@ class TrainState:
         self.images_seen = int(d.get("images_seen", 0))
         self.train_seconds = float(d.get("train_seconds", 0.0))
         self.choices = dict(d.get("choices") or self.choices)
+        if self.lookahead is not None:
+            saved = d.get("lookahead")
+            if saved is None:  # a run that had none: the average starts from here
+                self.lookahead = Lookahead(self.model, self.lookahead.every)
+            else:
+                try:
+                    self.lookahead.load_state_dict(saved)
+                except (KeyError, ValueError, RuntimeError) as e:
+                    raise CheckpointError(f"bad lookahead state in the checkpoint: {e}") from None
         rng = d.get("rng") or {}
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])

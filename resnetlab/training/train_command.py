@@ -205,6 +205,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     a("--warmup", choices=["none", "paper", "linear"])
     a("--warmup-iters", type=int)
     a("--label-smoothing", type=float)
+    a(
+        "--lookahead",
+        type=int,
+        metavar="N",
+        help="every N iterations, pull the weights back to their running average "
+        "(Lookahead with airbench's decay schedule; 0: off)",
+    )
     a("--accum-steps", type=int, help="split each batch into micro-batches (same as DDP ranks)")
     a(
         "--sync-bn",
