@@ -149,7 +149,7 @@ _RECIPE_FIELDS = (
     "lr", "momentum", "nesterov", "weight_decay", "schedule", "milestones", "lr_decay",
     "warmup", "warmup_iters", "label_smoothing", "accum_steps", "procs", "sync_bn",
     "val_size", "normalize", "augment", "eval_every", "eval_points", "tta_flip",
-    "tta_shift", "pad", "flip", "norm_weight_decay", "lookahead", "seed",
+    "tta_shift", "pad", "flip", "norm_weight_decay", "lookahead", "stem_init", "seed",
 )  # fmt: skip
 
 

@@ -52,6 +52,7 @@ class TrainConfig:
     warmup_iters: int = 0  # linear warm-up length; for "paper", a cap (0: none)
     label_smoothing: float = 0.0
     lookahead: int = 0  # every N iterations, weights pulled back to their average (0: off)
+    stem_init: str = "he"  # he (§3.4) | pca (stem filters on the patches' principal axes)
     accum_steps: int = 1  # micro-batches per step (DDP-equivalent BN statistics)
     sync_bn: bool = False  # DDP on CUDA: BN statistics over the global batch (SyncBatchNorm)
     # data
@@ -181,6 +182,11 @@ class TrainConfig:
             (lambda: self.normalize in ("pixel", "channel"), "normalize must be pixel or channel"),
             (lambda: 0.0 <= self.label_smoothing < 1.0, "label smoothing must be in [0, 1)"),
             (lambda: self.lookahead >= 0, "lookahead must be >= 0 (0: off)"),
+            (lambda: self.stem_init in ("he", "pca"), "stem-init must be he or pca"),
+            (
+                lambda: not (self.init and self.stem_init == "pca"),
+                "--stem-init pca starts a model from scratch; --init gives it all its weights",
+            ),
             (
                 lambda: self.shortcut in (None, "A", "B", "C", "none"),
                 "shortcut must be A, B, C or none",

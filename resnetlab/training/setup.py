@@ -206,6 +206,8 @@ def prepare(cfg: TrainConfig, resume: bool, bundle: Any) -> Run:
         model = ResNet(mcfg).to(device)
         if pretrained is not None:
             load_init(model, pretrained.torch_model, progress.info)
+        elif ckpt is None and cfg.stem_init == "pca":  # a resumed run has its weights
+            _pca_stem(model, bundle.train, pre, progress.info)
 
         # speed settings: chosen once (by rank 0), recorded in the state, reused on resume
         choices = (ckpt or {}).get("choices")
@@ -335,6 +337,24 @@ def wrap_for_training(
     if choices["compile"]:
         train_model = torch.compile(train_model)  # type: ignore[assignment]
     return train_model
+
+
+def _pca_stem(model: ResNet, train: Any, pre: Preprocessing, log: Callable[[str], None]) -> None:
+    """--stem-init pca: the stem's filters along the training patches' principal axes
+    (stem_init.py); every rank computes the same filters from the same images."""
+    from resnetlab.data.common import InMemorySplit
+    from resnetlab.training.stem_init import pca_stem_
+
+    if not isinstance(train, InMemorySplit):
+        raise ResnetlabError(
+            "--stem-init pca needs an in-memory (small-image) dataset; this one is streamed"
+        )
+    k = model.conv1.kernel_size[0]
+    used = pca_stem_(model.conv1, train.images, pre)
+    log(
+        f"stem: {model.conv1.out_channels} filters on +/- the {used} leading principal "
+        f"components of the training images' {k}x{k} patches, at He's norm"
+    )
 
 
 def _open_data(cfg: TrainConfig, dist_info: Any) -> Any:

@@ -212,6 +212,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="every N iterations, pull the weights back to their running average "
         "(Lookahead with airbench's decay schedule; 0: off)",
     )
+    a(
+        "--stem-init",
+        choices=["he", "pca"],
+        help="the stem's starting filters: he (§3.4) or pca (+/- the leading principal "
+        "components of the training patches, at He's norm)",
+    )
     a("--accum-steps", type=int, help="split each batch into micro-batches (same as DDP ranks)")
     a(
         "--sync-bn",
