@@ -11,6 +11,7 @@ from conftest import run_cli, tiny_config
 from torch import nn
 
 from resnetlab.data.preprocess import Preprocessing
+from resnetlab.errors import ResnetlabError
 from resnetlab.training.checkpoint import load_checkpoint
 from resnetlab.training.loop import train
 from resnetlab.training.stem_init import patch_principal_components, pca_stem_
@@ -118,3 +119,12 @@ def test_stem_init_with_init_weights_is_one_line(tiny_dataset: Path, tmp_path: P
         "error: --stem-init pca starts a model from scratch; --init gives it all its weights"
     ]
     assert not (tmp_path / "x").exists()
+
+
+def test_a_stem_wider_than_the_patches_allow_is_a_clear_error(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """64 filters need 32 components; 3x3 RGB patches have 27."""
+    with pytest.raises(ResnetlabError, match="--stem-init pca: 64 filters need 32 components"):
+        train(tiny_config(tiny_dataset, tmp_path / "wide", stem_init="pca", width=64, iters=2))
+    assert not (tmp_path / "wide" / "config.json").exists()

@@ -350,7 +350,10 @@ def _pca_stem(model: ResNet, train: Any, pre: Preprocessing, log: Callable[[str]
             "--stem-init pca needs an in-memory (small-image) dataset; this one is streamed"
         )
     k = model.conv1.kernel_size[0]
-    used = pca_stem_(model.conv1, train.images, pre)
+    try:
+        used = pca_stem_(model.conv1, train.images, pre)
+    except ValueError as e:  # e.g. a stem wider than twice its patch dimension
+        raise ResnetlabError(f"--stem-init pca: {e}") from None
     log(
         f"stem: {model.conv1.out_channels} filters on +/- the {used} leading principal "
         f"components of the training images' {k}x{k} patches, at He's norm"

@@ -5,7 +5,8 @@ After He initialization (§3.4) the first conv's filters point in random directi
 the k x k x C patch space, so its channels are correlated copies of a few dominant
 directions (mostly local brightness). Patch-whitening initializations (Page's
 DAWNBench ResNet, Keller Jordan's airbench) start the first layer on the leading
-principal components instead, which speeds up short runs. Here the stem stays a normal,
+principal components instead, which speeds up short runs of their nets (on ResNet-20's
+`fast` recipe it measured no gain: BENCHMARKS.md, issue #16). Here the stem stays a normal,
 trained conv followed by BN (the model is unchanged): only its starting directions
 change. Each component is used twice, as +v and -v, so that the ReLU after BN passes
 both halves of it (airbench does the same); every filter keeps the norm He's
