@@ -43,6 +43,16 @@ def test_update_blends_weights_and_bn_statistics_and_resets_the_live_net() -> No
     assert la.due(6, 8) and la.due(7, 7) and not la.due(7, 8)
 
 
+def test_an_average_kept_at_another_interval_or_of_another_model_is_refused() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    saved = Lookahead(net, every=5).state_dict()
+    Lookahead(net, every=5).load_state_dict(saved)
+    with pytest.raises(ValueError, match="every 5 iterations, this run keeps it every 2"):
+        Lookahead(net, every=2).load_state_dict(saved)
+    with pytest.raises(ValueError, match="does not match the model"):
+        Lookahead(nn.Sequential(nn.Conv2d(3, 4, 3)), every=5).load_state_dict(saved)
+
+
 def test_the_first_update_of_a_run_is_the_hand_computed_blend(
     tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

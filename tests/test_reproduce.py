@@ -201,3 +201,25 @@ def test_response_std_is_the_bn_output_std() -> None:
     assert abs(stds[0] - stem.double().std(unbiased=False).item()) < 1e-6
     assert abs(stds[2] - second.double().std(unbiased=False).item()) < 1e-6
     assert len(bn_after_3x3(create_model("resnet50"))) == 16  # one 3x3 per bottleneck
+
+
+@pytest.mark.parametrize("procs", [1, 2])
+def test_a_stopped_run_names_the_reproduce_command_to_continue(
+    tiny_dataset: Path, tmp_path: Path, procs: int, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A run reproduce started resumes through reproduce (which checks its settings
+    against the report's), so that is the command its stop message gives, in one
+    process or in DDP workers; ``train --resume`` would skip that check."""
+    from conftest import tiny_config
+
+    from resnetlab.experiments.reproduce import _train_one
+
+    out = tmp_path / "resnet20"
+    cfg = tiny_config(tiny_dataset, out, stop_at=2, procs=procs, batch_size=8)
+    again = "resnetlab reproduce cifar-table --data X --models resnet20"
+    with pytest.raises(ResnetlabError, match=r"stopped .*run the same command again"):
+        _train_one(cfg, RunFolder(out), "[1/1] resnet20", again)
+    said = capfd.readouterr()
+    assert f"continue with: {again}" in said.out + said.err
+    assert "train --out" not in said.out + said.err
+    assert (out / "checkpoints" / "last.pt").is_file()

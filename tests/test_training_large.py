@@ -28,12 +28,18 @@ def test_large_images_train_with_either_crop(tmp_path: Path) -> None:
     data = _photos(tmp_path / "photos")
     for crop in ("scale", "rrc"):
         out = tmp_path / crop
+        # small-image flags: accepted, unused, and said to be unused
+        small = ["--pad", "1", "--flip", "alternate"] if crop == "rrc" else []
         done = run_cli(
             "train", "--data", str(data), "--train-crop", crop, "--image-size", "64",
             "--iters", "2", "--batch-size", "8", "--val-size", "0", "--threads", "1",
-            "--out", str(out),
+            "--out", str(out), *small,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
+        said = done.stdout + done.stderr
+        assert ("note: --pad 1 and --flip alternate apply to small in-memory images only; "
+                f"these large images are streamed and augmented by --train-crop {crop}"
+                in said) == bool(small), said  # fmt: skip
         cfg = json.loads((out / "config.json").read_text())
         assert cfg["train"]["train_crop"] == crop and cfg["train"]["image_size"] == 64
         assert cfg["data"]["preprocessing"]["size"] == 64

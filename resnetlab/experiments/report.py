@@ -376,8 +376,12 @@ def shortcuts(ctx: Context, outcomes: list[RunOutcome]) -> None:
 
     seeds = list(dict.fromkeys(o.spec.seed for o in outcomes))
     model = outcomes[0].spec.model
+
+    def label(o: RunOutcome) -> str:  # the option, not the folder (A's is plain "resnet20")
+        return f"option {o.spec.option}" + (f", seed {o.spec.seed}" if len(seeds) > 1 else "")
+
     plot_runs(
-        {o.spec.name: o.rows for o in outcomes if o.finished},
+        {label(o): o.rows for o in outcomes if o.finished},
         ctx.out / "shortcuts.png",
         title=f"{model}: shortcut options A/B/C",
     )

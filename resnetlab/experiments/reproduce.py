@@ -222,15 +222,17 @@ def run_all(
             state = "not run yet" if not folder.config.exists() else "unfinished"
             print(f"{tag}: {state}, left as it is (--report-only)", flush=True)
         else:
-            _train_one(cfg, folder, tag)
+            _train_one(cfg, folder, tag, command_line(args))
         if folder.is_finished():
             _ensure_responses(args, folder, tag)
         outcomes.append(read_outcome(spec, folder))
     return outcomes
 
 
-def _train_one(cfg: TrainConfig, folder: RunFolder, tag: str) -> None:
-    """One run to its end: in this process (procs 1) or in ``procs`` DDP workers."""
+def _train_one(cfg: TrainConfig, folder: RunFolder, tag: str, again: str) -> None:
+    """One run to its end: in this process (procs 1) or in ``procs`` DDP workers. A run
+    stopped midway names ``again`` (this experiment's command), not ``train --resume``,
+    so that it resumes with the checks that keep a report's runs alike."""
     resume = folder.config.exists()
     print(
         f"{tag}: {'resuming' if resume else 'training'} ({cfg.iters} iterations, "
@@ -241,7 +243,7 @@ def _train_one(cfg: TrainConfig, folder: RunFolder, tag: str) -> None:
         from resnetlab.training.launch import describe, train_workers
 
         print(f"process layout: {describe(cfg)}", flush=True)
-        code = train_workers(cfg, resume)
+        code = train_workers(cfg, resume, continue_with=again)
         if code == 0 and folder.is_finished():
             return
         raise ResnetlabError(
@@ -250,7 +252,7 @@ def _train_one(cfg: TrainConfig, folder: RunFolder, tag: str) -> None:
         )
     from resnetlab.training.loop import train
 
-    result = train(cfg, resume=resume)
+    result = train(cfg, resume=resume, continue_with=again)
     if not result.finished:
         raise ResnetlabError(
             f"{tag.split('] ')[-1]} stopped at iteration {result.iteration}; "

@@ -177,13 +177,15 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def train_workers(cfg: TrainConfig, resume: bool) -> int:
+def train_workers(cfg: TrainConfig, resume: bool, continue_with: str | None = None) -> int:
     """Train ``cfg`` in ``cfg.procs`` worker processes (``resnetlab.training.worker``).
 
-    The command line was checked here already; the workers get the final config."""
-    command = python_command(
-        "resnetlab.training.worker", [json.dumps(cfg.to_dict()), "resume" if resume else "new"]
-    )
+    The command line was checked here already; the workers get the final config, and
+    ``continue_with`` (see ``loop.train``)."""
+    args = [json.dumps(cfg.to_dict()), "resume" if resume else "new"]
+    if continue_with:
+        args.append(continue_with)
+    command = python_command("resnetlab.training.worker", args)
     return run_workers(command, cfg.procs, threads=1)
 
 

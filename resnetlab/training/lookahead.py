@@ -53,6 +53,11 @@ class Lookahead:
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         saved = d["average"]
+        if d.get("every", self.every) != self.every:  # an average over other horizons
+            raise ValueError(
+                f"the saved lookahead average was kept every {d['every']} iterations, "
+                f"this run keeps it every {self.every}"
+            )
         if set(saved) != set(self.average):
             raise ValueError("the saved lookahead average does not match the model's state")
         for name, avg in self.average.items():

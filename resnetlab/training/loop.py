@@ -44,12 +44,18 @@ class TrainResult:
     train_seconds: float | None = None  # wall time over all sessions, evaluations included
 
 
-def train(cfg: TrainConfig, resume: bool = False, bundle: Any = None) -> TrainResult:
-    """Train (or resume) the run described by ``cfg`` into the folder ``cfg.out``."""
+def train(
+    cfg: TrainConfig, resume: bool = False, bundle: Any = None, continue_with: str | None = None
+) -> TrainResult:
+    """Train (or resume) the run described by ``cfg`` into the folder ``cfg.out``.
+
+    ``continue_with``: what a stopped run tells the user to run; by default the
+    ``train --resume`` line, but a run started by ``reproduce`` resumes through that
+    command, which checks the run's settings against its report's."""
     run = prepare(cfg, resume, bundle)
     try:
         signum = fit(run)
-        result = finish(run, signum)
+        result = finish(run, signum, continue_with)
     finally:
         run.progress.close()
         if run.metrics is not None:
@@ -188,7 +194,7 @@ def _evaluate_and_log(run: Run, lr: float, rate: Rate) -> tuple[dict[str, Any], 
     return row, improved
 
 
-def finish(run: Run, signum: int | None) -> TrainResult:
+def finish(run: Run, signum: int | None, continue_with: str | None = None) -> TrainResult:
     """After the loop: on a finished run, the best checkpoint's final evaluation, results,
     curves and portable weights; otherwise how to continue."""
     cfg, state, folder = run.cfg, run.state, run.folder
@@ -203,7 +209,7 @@ def finish(run: Run, signum: int | None) -> TrainResult:
         why = f"stopped by signal {signum}" if signum else "stopped (--stop-at)"
         run.progress.info(
             f"{why} at iteration {state.iteration} of {cfg.iters}; checkpoint saved, "
-            f"continue with: resnetlab train --out {folder.path} --resume"
+            f"continue with: {continue_with or f'resnetlab train --out {folder.path} --resume'}"
         )
         return result
     result.checkpoint = folder.last

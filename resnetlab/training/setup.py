@@ -240,6 +240,7 @@ def prepare(cfg: TrainConfig, resume: bool, bundle: Any) -> Run:
             )
 
         train_loader = loader(bundle.train, True)
+        _note_unused_small_image_augmentation(cfg, bundle.train, progress.info)
         if len(train_loader) == 0:
             raise ResnetlabError(
                 f"the training split has fewer images than one batch ({cfg.batch_size}); "
@@ -337,6 +338,22 @@ def wrap_for_training(
     if choices["compile"]:
         train_model = torch.compile(train_model)  # type: ignore[assignment]
     return train_model
+
+
+def _note_unused_small_image_augmentation(
+    cfg: TrainConfig, train: Any, log: Callable[[str], None]
+) -> None:
+    """--pad and --flip shape §4.2's augmentation of small in-memory images; streamed
+    large images take --train-crop's instead. Say so when they were set and go unused."""
+    from resnetlab.data.common import InMemorySplit
+
+    unused = [f"--pad {cfg.pad}"] if cfg.pad != 4 else []
+    unused += [f"--flip {cfg.flip}"] if cfg.flip != "random" else []
+    if unused and cfg.augment and not isinstance(train, InMemorySplit):
+        log(
+            f"note: {' and '.join(unused)} apply to small in-memory images only; these "
+            f"large images are streamed and augmented by --train-crop {cfg.train_crop}"
+        )
 
 
 def _pca_stem(model: ResNet, train: Any, pre: Preprocessing, log: Callable[[str], None]) -> None:

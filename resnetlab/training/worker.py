@@ -1,5 +1,5 @@
-"""A training worker started by ``launch.train_workers``: argv is the final config (JSON)
-and ``resume`` or ``new``. The launching command checked the command line; a worker
+"""A training worker started by ``launch.train_workers``: argv is the final config (JSON),
+``resume`` or ``new``, and optionally what a stopped run says to run to continue. The launching command checked the command line; a worker
 reports its own errors (rank 0 only, one line) and results the way ``train`` does."""
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ def main(argv: list[str]) -> int:
     cfg = TrainConfig.from_dict(json.loads(argv[0]))
     main_rank = os.environ.get("RANK", "0") == "0"
     try:
-        result = train(cfg, resume=argv[1] == "resume")
+        continue_with = argv[2] if len(argv) > 2 else None
+        result = train(cfg, resume=argv[1] == "resume", continue_with=continue_with)
     except ResnetlabError as e:
         if main_rank:
             print(f"error: {e}", file=sys.stderr)
