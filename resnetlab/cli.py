@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "import": "resnetlab.interop.import_cli",
     "export": "resnetlab.interop.export",
     "reproduce": "resnetlab.experiments.reproduce",
+    "sweep": "resnetlab.experiments.sweep",
 }
 
 

@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -171,7 +171,7 @@ def describe(cfg: TrainConfig) -> str:
     )
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Worker side of fork: get SIGTERM if the launching process dies (Linux)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -220,18 +220,12 @@ def run_workers(
             env=worker_env(base, r, world_size, port, threads, wait_policy),
             stdout=outputs[r],
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         for r in range(world_size)
     ]
 
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signum)
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with signals_forwarded(lambda: procs):
         failed_at: float | None = None
         while any(p.poll() is None for p in procs):
             if failed_at is None and any(p.returncode not in (None, 0) for p in procs):
@@ -241,15 +235,37 @@ def run_workers(
                     if p.poll() is None:
                         p.kill()
             time.sleep(0.05)
+    codes = [p.returncode for p in procs]
+    return next((c if c > 0 else 128 - c for c in codes if c != 0), 0)
+
+
+@contextlib.contextmanager
+def signals_forwarded(
+    children: Callable[[], Iterable[subprocess.Popen[Any]]],
+    on_signal: Callable[[int], None] | None = None,
+) -> Iterator[None]:
+    """While inside: SIGINT/SIGTERM go on to the live ``children()`` (started in their
+    own session, so a terminal's Ctrl-C reaches them once, through here), after
+    ``on_signal``. On leaving: the previous handlers are back and any child still alive
+    is killed, so none outlives its launcher."""
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        if on_signal is not None:
+            on_signal(signum)
+        for p in children():
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        for p in procs:
+        for p in children():
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    codes = [p.returncode for p in procs]
-    return next((c if c > 0 else 128 - c for c in codes if c != 0), 0)
 
 
 def python_command(module: str, args: Sequence[str]) -> list[str]:

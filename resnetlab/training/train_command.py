@@ -127,6 +127,12 @@ def _apply_epochs(cfg: TrainConfig, given: dict[str, Any]) -> tuple[TrainConfig,
     ), bundle
 
 
+def new_run_config(args: argparse.Namespace) -> TrainConfig:
+    """The config a new run with these flags trains (``--epochs`` not yet turned into
+    iterations, which needs the data); ``sweep`` checks its variants with it."""
+    return _new_config(args, dict(_given(args)))
+
+
 def run(args: argparse.Namespace) -> int:
     from resnetlab.training.launch import describe, in_process_group, resolve_layout, train_workers
     from resnetlab.training.loop import train
