@@ -223,6 +223,7 @@ def finish(run: Run, signum: int | None, continue_with: str | None = None) -> Tr
     result.train_seconds = run.elapsed()
     if run.dist.is_main:
         write_results(folder, result)
-        plot_run_curves(folder, cfg.model, f"{cfg.model} on {run.bundle.name}")
+        name = cfg.model + (f" (shortcut {cfg.shortcut})" if cfg.shortcut else "")
+        plot_run_curves(folder, name, f"{name} on {run.bundle.name}")
         export_weights(folder, run.model, run.meta, result.test)
     return result
