@@ -98,3 +98,20 @@ def test_the_comparison_is_mean_sample_std_and_the_difference_with_its_error(
         in report
     )
     assert "finished: 5 of 6 runs" in report
+
+
+def test_a_run_that_fails_is_reported_in_one_line_and_the_others_still_run(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """Flags valid on their own can still fail on the data (a batch larger than the
+    training split): that run's error ends the sweep's output, the others finish."""
+    out = tmp_path / "sw"
+    done = run_cli("sweep", "--out", str(out), "--seeds", "0", "--variant", "big=--batch-size 5000",
+                   "--variant", "base=", "--", "--data", str(tiny_dataset), *TRAIN)  # fmt: skip
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: 1 run(s) failed, first big seed 0: the training split")
+    assert "error: error:" not in done.stderr and "big-seed0.log" in done.stderr
+    runs = {r["folder"]: r for r in json.loads((out / "sweep.json").read_text())["runs"]}
+    assert runs["big-seed0"]["status"].startswith("failed: ") and runs["big-seed0"]["score"] is None
+    assert runs["base-seed0"]["status"] == "finished" and runs["base-seed0"]["score"] is not None
+    assert "finished: 1 of 2 runs" in (out / "sweep.md").read_text()

@@ -212,7 +212,7 @@ def run_jobs(
                 else:
                     job.status = f"failed: {_last_line(Path(log.name))}"
                     print(f"{job.label}: {job.status} (exit status {proc.returncode})",
-                          file=sys.stderr, flush=True)  # fmt: skip
+                          flush=True)  # fmt: skip
                 record(jobs)
             if stop and not running:
                 break
@@ -221,8 +221,9 @@ def run_jobs(
 
 
 def _last_line(path: Path) -> str:
+    """A failed run's last words: its one-line error, or a traceback's last line."""
     lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    return lines[-1].strip() if lines else "no output"
+    return lines[-1].strip().removeprefix("error: ") if lines else "no output"
 
 
 # -- the comparison ---------------------------------------------------------------------
