@@ -11,6 +11,7 @@ from conftest import run_cli
 from resnetlab.training import launch
 
 
+@pytest.mark.slow  # 36 s of measuring; a benchmark command end to end
 def test_bench_train_json(tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RESNETLAB_PROCS")  # ours in the trainer's default layout
     done = run_cli(

@@ -65,7 +65,7 @@ def _assert_params_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
             torch.testing.assert_close(v, b[k], atol=1e-5, rtol=1e-4, msg=k)
 
 
-@pytest.mark.parametrize("world", [3, 8])
+@pytest.mark.parametrize("world", [3, pytest.param(8, marks=pytest.mark.slow)])  # 8: 39 s
 def test_any_world_size_equals_one_process_with_accumulation(
     world: int, tiny_dataset: Path, tmp_path: Path
 ) -> None:
@@ -133,6 +133,7 @@ def test_evaluation_counts_every_image_once_over_three_processes(tmp_path: Path)
     assert res[0] == pytest.approx(res[1], abs=1e-4)
 
 
+@pytest.mark.slow  # 45 s; one node's equality to accumulation: the world-size test
 def test_two_nodes_of_two_processes_equal_four_on_one_node(
     tiny_dataset: Path, tmp_path: Path
 ) -> None:
@@ -176,6 +177,7 @@ def test_two_nodes_of_two_processes_equal_four_on_one_node(
         torch.testing.assert_close(v, b[k], atol=1e-6, rtol=1e-5, msg=k)
 
 
+@pytest.mark.slow  # 33 s; torchrun's own restarts
 def test_restarted_group_resumes_by_itself_and_matches_an_uninterrupted_run(
     tiny_dataset: Path, tmp_path: Path
 ) -> None:
@@ -203,6 +205,7 @@ def test_dead_worker_without_restarts_ends_the_launch_quickly(
     assert time.monotonic() - t0 < 60
 
 
+@pytest.mark.slow  # 37 s; our launcher's path: test_launch
 def test_sigterm_to_one_rank_stops_all_at_one_iteration_and_resumes_exactly(
     tiny_dataset: Path, tmp_path: Path
 ) -> None:

@@ -16,9 +16,12 @@ TRAIN = ["--recipe", "fast", "--iters", "2", "--batch-size", "12", "--eval-point
          "--procs", "1", "--threads", "1", "--compile", "off"]  # fmt: skip
 
 
-def sweep(out: Path, data: Path, *variants: str) -> subprocess.CompletedProcess[str]:
+def sweep(
+    out: Path, data: Path, *variants: str, seeds: tuple[str, ...] = ("0", "1"), parallel: int = 1
+) -> subprocess.CompletedProcess[str]:
     flags = [a for v in variants for a in ("--variant", v)]
-    return run_cli("sweep", "--out", str(out), "--seeds", "0", "1", *flags, "--",
+    flags += ["--parallel", str(parallel)]
+    return run_cli("sweep", "--out", str(out), "--seeds", *seeds, *flags, "--",
                    "--data", str(data), *TRAIN, timeout=600)  # fmt: skip
 
 
@@ -26,9 +29,10 @@ def test_a_sweep_trains_each_variant_and_seed_then_reuses_them(
     tiny_dataset: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "sw"
-    done = sweep(out, tiny_dataset, "base=", "ls0=--label-smoothing 0")
+    seeds = ("0", "3")  # four one-thread runs, two at a time
+    done = sweep(out, tiny_dataset, "base=", "ls0=--label-smoothing 0", seeds=seeds, parallel=2)
     assert done.returncode == 0, done.stderr[-2000:]
-    runs = ["base-seed0", "base-seed1", "ls0-seed0", "ls0-seed1"]
+    runs = ["base-seed0", "base-seed3", "ls0-seed0", "ls0-seed3"]
     for name in runs:  # each an ordinary run folder with its own flags
         cfg = json.loads((out / name / "config.json").read_text())["train"]
         assert cfg["seed"] == int(name[-1])
@@ -44,14 +48,14 @@ def test_a_sweep_trains_each_variant_and_seed_then_reuses_them(
     assert "| ls0 | `--label-smoothing 0` |" in report and (out / "sweep.png").is_file()
     assert "--variant 'ls0=--label-smoothing 0' -- --data" in report  # the command, whole
 
-    again = sweep(out, tiny_dataset, "base=", "ls0=--label-smoothing 0")
+    again = sweep(out, tiny_dataset, "base=", "ls0=--label-smoothing 0", seeds=seeds, parallel=2)
     assert again.returncode == 0, again.stderr[-2000:]
     assert (
         again.stdout.count("finished earlier, reusing") == 4 and "training ->" not in again.stdout
     )
     assert (out / "sweep.md").read_text() == report
 
-    changed = sweep(out, tiny_dataset, "base=", "ls0=--label-smoothing 0.1")
+    changed = sweep(out, tiny_dataset, "base=", "ls0=--label-smoothing 0.1", seeds=seeds)
     assert changed.returncode == 2 and changed.stderr.count("\n") == 1, changed.stderr
     assert "ls0-seed0 was trained with other flags" in changed.stderr
 
@@ -115,3 +119,22 @@ def test_a_run_that_fails_is_reported_in_one_line_and_the_others_still_run(
     assert runs["big-seed0"]["status"].startswith("failed: ") and runs["big-seed0"]["score"] is None
     assert runs["base-seed0"]["status"] == "finished" and runs["base-seed0"]["score"] is not None
     assert "finished: 1 of 2 runs" in (out / "sweep.md").read_text()
+
+
+def test_a_second_sweep_on_the_same_folder_is_refused_in_one_line(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """Two sweeps on one --out would overwrite each other's sweep.json and report."""
+    from resnetlab.training.run_folder import RunFolder
+
+    out = tmp_path / "sw"
+    first = RunFolder(out)
+    first.acquire()  # as a running sweep holds it
+    try:
+        done = run_cli("sweep", "--out", str(out), "--seeds", "0", "--report-only", "--",
+                       "--data", str(tiny_dataset), *TRAIN)  # fmt: skip
+    finally:
+        first.release()
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert f"{out} is in use by resnetlab process" in done.stderr
+    assert not (out / "sweep.json").exists()

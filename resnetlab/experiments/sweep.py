@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -157,6 +158,15 @@ def read_score(job: Job) -> None:
     job.seconds = doc.get("train_seconds")
 
 
+def reuse_finished(job: Job) -> bool:
+    """Take a finished run's score from its folder; False if it has not finished."""
+    if not RunFolder(job.folder).is_finished():
+        return False
+    read_score(job)
+    job.status = "reused"
+    return True
+
+
 # -- running --------------------------------------------------------------------------
 
 
@@ -167,14 +177,10 @@ def run_jobs(
     from resnetlab.training.launch import die_with_parent, signals_forwarded
 
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    todo = []
+    todo = [job for job in jobs if not reuse_finished(job)]
     for job in jobs:
-        if RunFolder(job.folder).is_finished():
-            read_score(job)
-            job.status = "reused"
+        if job.status == "reused":
             print(f"{job.label}: finished earlier, reusing {job.folder}", flush=True)
-        else:
-            todo.append(job)
     running: dict[subprocess.Popen[bytes], tuple[Job, float, Any]] = {}
     stop: list[int] = []  # the signals received: launch nothing more
     done_count = len(jobs) - len(todo)
@@ -241,8 +247,8 @@ def summarize(jobs: list[Job]) -> list[dict[str, Any]]:
             "flags": shlex.join(mine[0].variant.flags),
             "scores": {j.seed: j.score for j in mine},
             "n": len(scores),
-            "mean": sum(scores) / len(scores) if scores else None,
-            "std": _std(scores),
+            "mean": statistics.fmean(scores) if scores else None,
+            "std": statistics.stdev(scores) if len(scores) > 1 else None,
         }
         if rows and row["mean"] is not None and rows[0]["mean"] is not None:
             first = rows[0]
@@ -253,13 +259,6 @@ def summarize(jobs: list[Job]) -> list[dict[str, Any]]:
                 )
         rows.append(row)
     return rows
-
-
-def _std(xs: list[float]) -> float | None:
-    if len(xs) < 2:
-        return None
-    m = sum(xs) / len(xs)
-    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
 
 
 def _pct(x: float | None) -> str:
@@ -366,18 +365,21 @@ def run(args: argparse.Namespace) -> int:
         }
         write_text_atomic(out / RECORD, json.dumps(doc, indent=1))
 
-    out.mkdir(parents=True, exist_ok=True)
-    record(jobs)
-    complete = True
-    if not args.report_only:
-        complete = run_jobs(jobs, out, args.parallel, record)
-    else:
-        for job in jobs:
-            if RunFolder(job.folder).is_finished():
-                read_score(job)
-                job.status = "reused"
-    record(jobs)
-    rows = write_report(out, jobs, command)
+    # One sweep per folder: a second one would overwrite this one's record and report.
+    lock = RunFolder(out)
+    lock.acquire()
+    try:
+        record(jobs)
+        complete = True
+        if not args.report_only:
+            complete = run_jobs(jobs, out, args.parallel, record)
+        else:
+            for job in jobs:
+                reuse_finished(job)
+        record(jobs)
+        rows = write_report(out, jobs, command)
+    finally:
+        lock.release()
     for row in rows:
         if row["mean"] is None:
             print(f"{row['variant']}: no finished run yet")
