@@ -102,7 +102,7 @@ from resnetlab.data.common import InMemorySplit
 from resnetlab.data import make_loader
 from resnetlab.data.preprocess import Preprocessing
 from resnetlab.models import create_model
-from resnetlab.training.distributed import init_distributed
+from resnetlab.training.distributed import barrier, init_distributed, shutdown
 from resnetlab.training.evaluate import evaluate
 torch.manual_seed(0)
 g = torch.Generator().manual_seed(1)
@@ -116,6 +116,10 @@ loader = make_loader(split, 4, train=False, preprocessing=pre,
 r = evaluate(lambda x: model(x), loader.epoch(0), info)
 if info.rank == 0:
     print("RESULT", json.dumps([r.n, r.top1_acc, r.top5_acc, round(r.loss, 5)]))
+# as the trainer ends (loop.py): a rank that exits while a peer still talks to it can
+# take the peer down with SIGABRT inside gloo (seen once in CI, 2026-11-29)
+barrier(info)
+shutdown(info)
 """
 
 

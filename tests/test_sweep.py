@@ -46,7 +46,7 @@ def test_a_sweep_trains_each_variant_and_seed_then_reuses_them(
     for name, score in scores.items():
         assert f"| {100 * score:.2f} |" in report, name
     assert "| ls0 | `--label-smoothing 0` |" in report and (out / "sweep.png").is_file()
-    assert "--variant 'ls0=--label-smoothing 0' -- --data" in report  # the command, whole
+    assert "--variant 'ls0=--label-smoothing 0' --parallel 2 -- --data" in report  # the command
 
     again = sweep(out, tiny_dataset, "base=", "ls0=--label-smoothing 0", seeds=seeds, parallel=2)
     assert again.returncode == 0, again.stderr[-2000:]
