@@ -117,7 +117,7 @@ r = evaluate(lambda x: model(x), loader.epoch(0), info)
 if info.rank == 0:
     print("RESULT", json.dumps([r.n, r.top1_acc, r.top5_acc, round(r.loss, 5)]))
 # as the trainer ends (loop.py): a rank that exits while a peer still talks to it can
-# take the peer down with SIGABRT inside gloo (seen once in CI, 2026-11-29)
+# take the peer down with SIGABRT inside gloo (seen once in a fresh-clone .ci/run)
 barrier(info)
 shutdown(info)
 """

@@ -177,10 +177,12 @@ def run_jobs(
     from resnetlab.training.launch import die_with_parent, signals_forwarded
 
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    todo = [job for job in jobs if not reuse_finished(job)]
+    todo = []
     for job in jobs:
-        if job.status == "reused":
+        if reuse_finished(job):
             print(f"{job.label}: finished earlier, reusing {job.folder}", flush=True)
+        else:
+            todo.append(job)
     running: dict[subprocess.Popen[bytes], tuple[Job, float, Any]] = {}
     stop: list[int] = []  # the signals received: launch nothing more
     done_count = len(jobs) - len(todo)
