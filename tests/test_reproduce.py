@@ -3,6 +3,7 @@ reports, reuse, layouts, statistics without weights, reports), not numbers."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import shutil
@@ -223,3 +224,52 @@ def test_a_stopped_run_names_the_reproduce_command_to_continue(
     assert f"continue with: {again}" in said.out + said.err
     assert "train --out" not in said.out + said.err
     assert (out / "checkpoints" / "last.pt").is_file()
+
+
+def test_a_depth_step_within_the_seed_spread_is_named_as_no_evidence() -> None:
+    from resnetlab.experiments.report import SeedSpread, _trend
+
+    points = [(20, 0.1767), (32, 0.1765), (56, 0.1692)]
+    plain = _trend(points, rises=False)
+    assert plain.startswith("**supported**") and plain.endswith("at every step.")
+    spread = SeedSpread(0.0049, "resnet20 / resnet20-seed1")
+    verdict = _trend(points, rises=False, spread=spread)
+    assert verdict.startswith("**supported**")  # 20 -> 56 falls by 0.75 points > 0.49
+    assert "the step 20→32 (0.02 points) is within the seed-to-seed spread (0.49 points" in verdict
+    clear = _trend([(20, 0.1767), (56, 0.1692)], rises=False, spread=spread)
+    assert clear.endswith(
+        "each step more than the seed-to-seed spread (0.49 points, resnet20 / resnet20-seed1)."
+    )
+    within = _trend([(20, 0.1767), (32, 0.1745)], rises=False, spread=spread)
+    assert within.startswith("**not evidence either way**"), within
+
+
+def test_the_seed_spread_comes_from_the_pools_seeds_of_a_reports_run(tmp_path: Path) -> None:
+    """Only folders NAME-seedK trained with the run's setting but for the seed count."""
+    from resnetlab.experiments.report import Context, _seed_spread
+    from resnetlab.experiments.reproduce import make_spec, read_outcome
+
+    pool = tmp_path / "cifar-runs"
+    for name in ("resnet20", "resnet20-seed1", "resnet56"):
+        shutil.copytree(REPO / "reports" / "cifar-runs" / name, pool / name)
+    outcomes = [read_outcome(make_spec(m), RunFolder(pool / m)) for m in ("resnet20", "resnet56")]
+    ctx = Context(argparse.Namespace(), tmp_path / "degradation", pool, "", outcomes[0].config)
+    spread = _seed_spread(ctx, outcomes)
+    assert spread is not None and spread.between == "resnet20 / resnet20-seed1"
+    assert abs(spread.error - (0.1816 - 0.1767)) < 1e-9  # the committed runs' test errors
+    # a "seed" trained with another setting (a longer run) is not one, however far off
+    other = pool / "resnet20-seed2"
+    shutil.copytree(pool / "resnet20-seed1", other)
+    doc = json.loads((other / "config.json").read_text())
+    doc["train"].update(seed=2, iters=8000)
+    (other / "config.json").write_text(json.dumps(doc))
+    results = json.loads((other / "results.json").read_text())
+    results["test"]["top1_acc"] = 0.5
+    (other / "results.json").write_text(json.dumps(results))
+    assert _seed_spread(ctx, outcomes) == spread
+    doc["train"]["iters"] = 4000  # the same setting: now it counts
+    (other / "config.json").write_text(json.dumps(doc))
+    wider = _seed_spread(ctx, outcomes)
+    assert wider is not None and wider.between == "resnet20 / resnet20-seed1 / resnet20-seed2"
+    assert abs(wider.error - (0.5 - 0.1767)) < 1e-9
+    assert _seed_spread(ctx, outcomes[1:]) is None  # resnet56 has no seeds in the pool

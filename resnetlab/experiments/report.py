@@ -2,15 +2,17 @@
 what the numbers say about the paper's claims.
 
 Everything in a report comes from its command and its runs' own files (config.json,
-metrics.csv, results.json, responses.json), nothing from the clock or from the machine
-that writes it: with every run finished, rerunning the command rewrites the same bytes.
-A report may be partial (``--report-only``): missing runs are named, and each verdict
-says what it rests on.
+metrics.csv, results.json, responses.json), and from other seeds of those runs that the
+pool holds (the seed-to-seed spread that a depth step must exceed), nothing from the
+clock or from the machine that writes it: with the pool unchanged, rerunning the command
+rewrites the same bytes. A report may be partial (``--report-only``): missing runs are
+named, and each verdict says what it rests on.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -19,13 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resnetlab.atomic import write_text_atomic
+from resnetlab.errors import ResnetlabError
 from resnetlab.experiments.reproduce import (
     PAPER_ITERS,
     RECIPE_NOTES,
     RunOutcome,
+    RunSpec,
+    _check_same_recipe,
+    read_outcome,
 )
 from resnetlab.training.config import TrainConfig
-from resnetlab.training.run_folder import CHECKPOINTS, WEIGHTS
+from resnetlab.training.run_folder import CHECKPOINTS, WEIGHTS, RunFolder
 
 # Table 3: ResNet-34 on ImageNet, top-1 error % (10-crop, val) with shortcut options
 # A, B (§3.3) and C (§4.1); the paper compares the options on ImageNet only.
@@ -86,8 +92,52 @@ def _values(points: list[tuple[int, float]], unit: str = "%") -> str:
     )
 
 
-def _trend(points: list[tuple[int, float]], rises: bool, unit: str = "%") -> str:
-    """Verdict on "the value rises (falls) with depth", from (depth, value) points."""
+@dataclass
+class SeedSpread:
+    """The largest test-error difference between seeds of one run in the pool: how far
+    apart two runs that differ only in their seed already are at this scale."""
+
+    error: float  # a fraction, as the runs' errors
+    between: str  # which runs, for the report: "resnet20 / resnet20-seed1"
+
+
+def _seed_spread(ctx: Context, outcomes: list[RunOutcome]) -> SeedSpread | None:
+    """Seeds of the report's finished runs that the pool also holds (``NAME-seedK``,
+    trained with the same setting but for the seed, as ``reproduce shortcuts --seeds``
+    makes them); None when it holds none."""
+    spread: SeedSpread | None = None
+    for o in outcomes:
+        if not o.finished or o.test_error is None or o.config is None or o.spec.seed:
+            continue
+        errors = {o.spec.name: o.test_error}
+        for path in sorted(ctx.pool.glob(f"{o.spec.name}-seed*")):
+            seed = path.name.removeprefix(f"{o.spec.name}-seed")
+            if not seed.isdigit():
+                continue
+            folder = RunFolder(path)
+            try:
+                _check_same_recipe(folder, dataclasses.replace(o.config, seed=int(seed)))
+            except ResnetlabError:
+                continue  # another setting: not a seed of this run
+            sibling = read_outcome(RunSpec(o.spec.model, o.spec.shortcut, int(seed)), folder)
+            if sibling.finished and sibling.test_error is not None:
+                errors[path.name] = sibling.test_error
+        if len(errors) > 1:
+            diff = max(errors.values()) - min(errors.values())
+            if spread is None or diff > spread.error:
+                spread = SeedSpread(diff, " / ".join(errors))
+    return spread
+
+
+def _trend(
+    points: list[tuple[int, float]],
+    rises: bool,
+    unit: str = "%",
+    spread: SeedSpread | None = None,
+) -> str:
+    """Verdict on "the value rises (falls) with depth", from (depth, value) points; with
+    a seed spread (a % value's), steps and an overall change within it are named as not
+    evidence on their own."""
     if len(points) < 2:
         return "not testable yet (fewer than two depths finished)."
     sign = 1 if rises else -1
@@ -95,8 +145,28 @@ def _trend(points: list[tuple[int, float]], rises: bool, unit: str = "%") -> str
     good = [sign * (b[1] - a[1]) > 0 for a, b in steps]
     word = "rises" if rises else "falls"
     values = _values(points, unit)
+    noise = ""
+    if spread is not None:
+        small = [(a, b) for a, b in steps if abs(b[1] - a[1]) <= spread.error]
+        noise = f"the seed-to-seed spread ({100 * spread.error:.2f} points, {spread.between})"
+        if abs(points[-1][1] - points[0][1]) <= spread.error:
+            return (
+                f"**not evidence either way**: {values}; from {points[0][0]} to "
+                f"{points[-1][0]} layers it changes by no more than {noise}."
+            )
+        if small and all(good):
+            named = ", ".join(
+                f"{a[0]}→{b[0]} ({100 * abs(b[1] - a[1]):.2f} points)" for a, b in small
+            )
+            return (
+                f"**supported**: {values}; it {word} at every step, though the step"
+                f"{'s' if len(small) > 1 else ''} {named} {'are' if len(small) > 1 else 'is'} "
+                f"within {noise}, not evidence on {'their' if len(small) > 1 else 'its'} own."
+            )
     if all(good):
-        return f"**supported**: {values}; it {word} at every step."
+        return f"**supported**: {values}; it {word} at every step" + (
+            f", each step more than {noise}." if noise else "."
+        )
     if sign * (points[-1][1] - points[0][1]) > 0:
         bad = ", ".join(f"{a[0]}→{b[0]}" for (a, b), g in zip(steps, good) if not g)
         return (
@@ -276,7 +346,7 @@ def degradation(ctx: Context, outcomes: list[RunOutcome]) -> None:
         "- Residual learning overcomes it: the deeper ResNet has the lower training error "
         f"(Fig. 6 middle): {_trend(res_train, rises=False)}",
         "- Deeper ResNets generalise better: lower test error with depth (Table 6): "
-        f"{_trend(res_test, rises=False)}",
+        f"{_trend(res_test, rises=False, spread=_seed_spread(ctx, outcomes))}",
         "- At equal depth the ResNet has the lower training error (Fig. 6, §4.2): "
         f"{_paired(plain_train, res_train, 'training error', '%')}",
     ]
@@ -325,6 +395,7 @@ def cifar_table(ctx: Context, outcomes: list[RunOutcome]) -> None:
         "|---|---:|---:|---:|---:|---:|",
     ]
     gaps, matches, compared = [], [], 0
+    test_errors = _by_depth(outcomes, "resnet", "test_error")
     for o in sorted(outcomes, key=lambda o: o.spec.depth):
         fig = paper_figures(o.spec.model)
         paper_params = "-" if fig.params_millions is None else f"{fig.params_millions}M"
@@ -351,7 +422,7 @@ def cifar_table(ctx: Context, outcomes: list[RunOutcome]) -> None:
         "Computed from the table; each of the paper's claims, then what these runs say.",
         "",
         "- Deeper ResNets have lower test error (Table 6: 8.75% at 20 layers to 6.43% at "
-        f"110): {_trend(_by_depth(outcomes, 'resnet', 'test_error'), rises=False)}",
+        f"110): {_trend(test_errors, rises=False, spread=_seed_spread(ctx, outcomes))}",
     ]
     if compared:
         verdict = "**supported**" if len(matches) == compared else "**not supported**"
