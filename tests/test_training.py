@@ -91,6 +91,59 @@ def test_speed_choices_are_logged_and_switchable() -> None:
         TrainConfig(malloc_tuning="maybe").validate()
 
 
+def test_amp_off_on_cuda_is_ieee_fp32() -> None:
+    """cuDNN convolutions default to TF32 on CUDA; an fp32 run (``--amp off``) turns it off
+    so that it computes as the CPU runs it is compared with, and bf16 runs leave it on.
+    The flags are plain settings, so this runs without a GPU (channels_last and compile
+    are forced, so nothing touches the device)."""
+    from resnetlab.models import create_model
+    from resnetlab.training import speed
+
+    conv = torch.backends.cudnn.conv
+    before = (conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
+    cuda, lines = torch.device("cuda"), []
+    model = create_model("resnet20")
+    try:
+        for amp, precision, words in (("off", "ieee", "without TF32"), ("auto", "tf32", "TF32")):
+            cfg = TrainConfig(iters=10, amp=amp, channels_last="off", compile="off")
+            speed.choose(cfg, model, cuda, 32, 3, lines.append)
+            assert conv.fp32_precision == precision, amp
+            assert torch.backends.cuda.matmul.fp32_precision == precision, amp
+            assert words in lines[-1]
+        assert "amp bf16" in lines[-1] and "amp off" in lines[0]
+    finally:
+        conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = before
+
+
+def test_logit_scale_is_a_temperature_of_the_training_loss_only() -> None:
+    from resnetlab.cli import build_parser
+    from resnetlab.training.setup import ScaledCrossEntropy
+    from resnetlab.training.train_command import new_run_config
+
+    logits, target = torch.randn(8, 10), torch.arange(8)
+    loss = ScaledCrossEntropy(0.5, label_smoothing=0.2)(logits, target)
+    expected = torch.nn.functional.cross_entropy(logits * 0.5, target, label_smoothing=0.2)
+    assert torch.allclose(loss, expected)
+    assert not torch.allclose(loss, torch.nn.functional.cross_entropy(logits, target))
+    args = build_parser("train").parse_args(
+        [
+            "train",
+            "--model",
+            "resnet20",
+            "--data",
+            "cifar10",
+            "--recipe",
+            "fast",
+            "--logit-scale",
+            "0.5",
+        ]
+    )
+    assert new_run_config(args).logit_scale == 0.5
+    assert build_config("fast", "resnet20", {}).logit_scale == 1.0
+    with pytest.raises(ResnetlabError, match="logit-scale"):
+        TrainConfig(logit_scale=0.0).validate()
+
+
 def test_bad_config_values_are_refused() -> None:
     with pytest.raises(ResnetlabError, match="batch size"):
         build_config("paper", "resnet20", {"batch_size": 0})
@@ -108,6 +161,7 @@ def test_run_folder_explains_itself(tiny_dataset: Path, tmp_path: Path) -> None:
     doc = json.loads((out / "config.json").read_text())
     assert TrainConfig.from_dict(doc["train"]) == tiny_config(tiny_dataset, out)
     assert doc["model"]["num_classes"] == 3
+    assert doc["environment"]["accelerator"] is None  # a CPU run
     rows = (out / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("iteration,epoch,lr,train_loss,train_error,val_error,test_error")
     assert [r.split(",")[0] for r in rows[1:]] == ["4", "8"]

@@ -19,6 +19,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from resnetlab.atomic import write_text_atomic
 from resnetlab.errors import ResnetlabError
@@ -145,33 +146,31 @@ def _trend(
     good = [sign * (b[1] - a[1]) > 0 for a, b in steps]
     word = "rises" if rises else "falls"
     values = _values(points, unit)
-    noise = ""
+    change = abs(points[-1][1] - points[0][1])
+    noise, named, beyond = "", "", ""
     if spread is not None:
-        small = [(a, b) for a, b in steps if abs(b[1] - a[1]) <= spread.error]
         noise = f"the seed-to-seed spread ({100 * spread.error:.2f} points, {spread.between})"
-        if abs(points[-1][1] - points[0][1]) <= spread.error:
+        if change <= spread.error:
             return (
                 f"**not evidence either way**: {values}; from {points[0][0]} to "
                 f"{points[-1][0]} layers it changes by no more than {noise}."
             )
-        if small and all(good):
-            named = ", ".join(
-                f"{a[0]}→{b[0]} ({100 * abs(b[1] - a[1]):.2f} points)" for a, b in small
-            )
-            return (
-                f"**supported**: {values}; it {word} at every step, though the step"
-                f"{'s' if len(small) > 1 else ''} {named} {'are' if len(small) > 1 else 'is'} "
-                f"within {noise}, not evidence on {'their' if len(small) > 1 else 'its'} own."
-            )
+        named = ", ".join(f"{a[0]}→{b[0]} ({100 * abs(b[1] - a[1]):.2f} points)"
+                          for a, b in steps if abs(b[1] - a[1]) <= spread.error)  # fmt: skip
+        beyond = f" by {100 * change:.2f} points, more than {noise}"
     if all(good):
-        return f"**supported**: {values}; it {word} at every step" + (
-            f", each step more than {noise}." if noise else "."
+        return (
+            f"**supported**: {values}; it {word} at every step"
+            + (f"; within {noise}, so not evidence alone: {named}" if named else "")
+            + (f", each step more than {noise}" if noise and not named else "")
+            + "."
         )
     if sign * (points[-1][1] - points[0][1]) > 0:
         bad = ", ".join(f"{a[0]}→{b[0]}" for (a, b), g in zip(steps, good) if not g)
         return (
             f"**partly supported**: {values}; the deepest is {'above' if rises else 'below'} "
-            f"the shallowest, but not at every step (not {bad})."
+            f"the shallowest{beyond}, but not at every step (not {bad})"
+            + (f"; within that spread, so not evidence alone: {named}." if named else ".")
         )
     return f"**not supported at this scale**: {values}; it does not {word[:-1]} with depth."
 
@@ -231,22 +230,33 @@ def _header(ctx: Context, title: str, outcomes: list[RunOutcome]) -> list[str]:
     ]
 
 
+def _machine(env: dict[str, Any]) -> str:
+    torch_version = env.get("torch", "?")
+    gpu, cpu = env.get("accelerator"), env.get("cpu")
+    if gpu:
+        fp32 = "TF32 off" if gpu.get("conv_fp32") == "ieee" else "TF32 convolutions"
+        return f"{gpu.get('name', '?')} GPU (fp32, {fp32}), torch {torch_version}"
+    if cpu:
+        return (
+            f"{cpu.get('model', '?')} ({cpu.get('isa') or 'ISA unknown'}, "
+            f"{cpu.get('cores', '?')} cores), torch {torch_version}"
+        )
+    return (
+        "CPU not recorded (the run predates that record; its config.json says only "
+        f"{env.get('machine', '?')}), torch {torch_version}"
+    )
+
+
 def _machine_line(done: list[RunOutcome]) -> str:
+    """Every machine the runs used; a run resumed on another machine is named under
+    each, as part of the run."""
     groups: dict[str, list[str]] = {}
     for o in done:
-        env = o.saved.get("environment", {})
-        cpu, torch_version = env.get("cpu"), env.get("torch", "?")
-        if cpu:
-            desc = (
-                f"{cpu.get('model', '?')} ({cpu.get('isa') or 'ISA unknown'}, "
-                f"{cpu.get('cores', '?')} cores), torch {torch_version}"
-            )
-        else:
-            desc = (
-                "CPU not recorded (the run predates that record; its config.json says only "
-                f"{env.get('machine', '?')}), torch {torch_version}"
-            )
-        groups.setdefault(desc, []).append(o.spec.name)
+        envs = [*o.saved.get("environments_before", []), o.saved.get("environment", {})]
+        descs = list(dict.fromkeys(_machine(e) for e in envs))
+        for desc in descs:
+            part = " (part of the run)" if len(descs) > 1 else ""
+            groups.setdefault(desc, []).append(o.spec.name + part)
     if not groups:
         return "- machine: no run finished yet"
     if len(groups) == 1:

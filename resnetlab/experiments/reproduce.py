@@ -130,6 +130,10 @@ def _train_config(args: argparse.Namespace, spec: RunSpec, pool: Path) -> TrainC
         log_every=args.log_every,
         device=args.device,
         procs=args.procs,
+        # fp32 on every device: the committed runs are CPU fp32, and a figure must not
+        # mix in bf16 runs because one of them was trained on a GPU
+        amp="off",
+        compile=args.compile,
     )
     if args.eval_points is not None:
         overrides["eval_points"] = args.eval_points
@@ -147,8 +151,8 @@ def _train_config(args: argparse.Namespace, spec: RunSpec, pool: Path) -> TrainC
 _RECIPE_FIELDS = (
     "model", "data", "recipe", "shortcut", "zero_init_residual", "iters", "batch_size",
     "lr", "momentum", "nesterov", "weight_decay", "schedule", "milestones", "lr_decay",
-    "warmup", "warmup_iters", "label_smoothing", "accum_steps", "procs", "sync_bn",
-    "val_size", "normalize", "augment", "eval_every", "eval_points", "tta_flip",
+    "warmup", "warmup_iters", "label_smoothing", "logit_scale", "accum_steps", "procs",
+    "sync_bn", "val_size", "normalize", "augment", "eval_every", "eval_points", "tta_flip",
     "tta_shift", "pad", "flip", "norm_weight_decay", "lookahead", "stem_init", "seed",
 )  # fmt: skip
 
@@ -496,6 +500,12 @@ def register(sub: Any) -> None:
         "mixes layouts",
     )
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--compile",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="torch.compile (speed only, not part of a run's setting; runs are fp32 always)",
+    )
     p.add_argument("--log-every", type=int, default=0)
     p.add_argument(
         "--runs",

@@ -51,6 +51,7 @@ class TrainConfig:
     warmup: str = "none"  # none | paper (lr x0.1 until train error < 80%, §4.2) | linear
     warmup_iters: int = 0  # linear warm-up length; for "paper", a cap (0: none)
     label_smoothing: float = 0.0
+    logit_scale: float = 1.0  # the training loss sees logits x this (a softmax temperature)
     lookahead: int = 0  # every N iterations, weights pulled back to their average (0: off)
     stem_init: str = "he"  # he (§3.4) | pca (stem filters on the patches' principal axes)
     accum_steps: int = 1  # micro-batches per step (DDP-equivalent BN statistics)
@@ -181,6 +182,7 @@ class TrainConfig:
             (lambda: self.warmup in WARMUPS, f"warmup must be one of {WARMUPS}"),
             (lambda: self.normalize in ("pixel", "channel"), "normalize must be pixel or channel"),
             (lambda: 0.0 <= self.label_smoothing < 1.0, "label smoothing must be in [0, 1)"),
+            (lambda: 0.0 < self.logit_scale <= 100.0, "logit-scale must be in (0, 100]"),
             (lambda: self.lookahead >= 0, "lookahead must be >= 0 (0: off)"),
             (lambda: self.stem_init in ("he", "pca"), "stem-init must be he or pca"),
             (

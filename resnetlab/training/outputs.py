@@ -32,13 +32,15 @@ def write_run_config(
     pre: dict[str, Any],
     choices: dict[str, Any],
     dist_info: DistInfo,
+    device: torch.device,
 ) -> None:
-    """Enough to rerun: ``resnetlab train --config RUN/config.json --out NEW``."""
+    """Enough to rerun: ``resnetlab train --config RUN/config.json --out NEW``. A run
+    resumed on another machine keeps the environments it ran in before."""
 
     def count(split: Any) -> int | None:
         return len(split.labels) if split is not None and hasattr(split, "labels") else None
 
-    doc = {
+    doc: dict[str, Any] = {
         "train": cfg.to_dict(),
         "model": model_cfg,
         "data": {
@@ -55,6 +57,7 @@ def write_run_config(
             "python": platform.python_version(),
             "machine": platform.machine(),
             "cpu": cpu_info(),
+            "accelerator": accelerator_info(device),
             "threads": torch.get_num_threads(),
             "world_size": dist_info.world_size,
             "backend": dist_info.backend,
@@ -68,7 +71,40 @@ def write_run_config(
             "choices": choices,
         },
     }
+    before = earlier_environments(folder, doc["environment"])
+    if before:
+        doc["environments_before"] = before
     write_text_atomic(folder.config, json.dumps(doc, indent=2) + "\n")
+
+
+def accelerator_info(device: torch.device) -> dict[str, Any] | None:
+    """The GPU a run computes on (None on the CPU), with the precision of its fp32
+    convolutions: ``ieee`` (``--amp off``) or ``tf32``."""
+    if device.type != "cuda":
+        return None
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        ieee = conv.fp32_precision == "ieee"
+    else:
+        ieee = not torch.backends.cudnn.allow_tf32
+    return {"name": torch.cuda.get_device_name(device), "conv_fp32": "ieee" if ieee else "tf32"}
+
+
+_MACHINE_KEYS = ("torch", "cpu", "accelerator")
+
+
+def earlier_environments(folder: RunFolder, env: dict[str, Any]) -> list[dict[str, Any]]:
+    """The environments recorded by the run's earlier parts, the one before this start
+    added when its machine differs (a report then names every machine a run used)."""
+    try:
+        old = json.loads(folder.config.read_text())
+    except (OSError, ValueError):
+        return []
+    before = [e for e in old.get("environments_before", []) if isinstance(e, dict)]
+    previous = old.get("environment")
+    if isinstance(previous, dict) and any(previous.get(k) != env.get(k) for k in _MACHINE_KEYS):
+        before.append(previous)
+    return before
 
 
 def write_results(folder: RunFolder, result: Any) -> None:

@@ -121,6 +121,19 @@ class Run:
             save_checkpoint(path, self.state.state_dict(), self.model_config, meta)
 
 
+class ScaledCrossEntropy(nn.CrossEntropyLoss):
+    """Cross-entropy of the logits times a constant: a softmax temperature for the
+    training loss only. Predictions (the argmax) are unchanged, so evaluation ignores it;
+    the model is the paper's, unscaled."""
+
+    def __init__(self, scale: float = 1.0, label_smoothing: float = 0.0) -> None:
+        super().__init__(label_smoothing=label_smoothing)
+        self.scale = scale
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return super().forward(logits * self.scale if self.scale != 1.0 else logits, target)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -270,7 +283,7 @@ def prepare(cfg: TrainConfig, resume: bool, bundle: Any) -> Run:
         metrics = None
         if dist_info.is_main:
             write_run_config(folder, cfg, mcfg.to_dict(), bundle, pre.to_dict(), choices,
-                             dist_info)  # fmt: skip
+                             dist_info, device)  # fmt: skip
             metrics = MetricsLog(folder, resume_from=state.iteration if ckpt else None)
     except BaseException:
         folder.release(discard_if_empty=True)
@@ -291,7 +304,7 @@ def prepare(cfg: TrainConfig, resume: bool, bundle: Any) -> Run:
         model_config=mcfg.to_dict(),
         train_model=train_model,
         autocast=speed.autocast_context(device, choices["amp"]),
-        criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+        criterion=ScaledCrossEntropy(cfg.logit_scale, cfg.label_smoothing),
         progress=progress,
         metrics=metrics,
         frozen=frozen,

@@ -4,6 +4,7 @@
 * torch.compile: on CUDA for runs long enough to repay it; off on CPU, where eager
   channels_last measured faster (BENCHMARKS.md);
 * mixed precision: bf16 autocast on CUDA (fp32 on CPU, where bf16 is not accelerated);
+  ``--amp off`` on CUDA is IEEE fp32, TF32 off, so its numbers are the CPU's precision;
 * malloc: on CPU, glibc keeps freed activation memory instead of re-faulting it in
   every step (``allocator.py``).
 Each is forced with its flag (``--channels-last on|off``, ``--compile on|off``, ``--amp``,
@@ -56,6 +57,10 @@ def choose(
         choices["amp"] = "bf16" if device.type == "cuda" else "off"
     else:
         choices["amp"] = cfg.amp
+    if device.type == "cuda":
+        ieee = choices["amp"] == "off"
+        set_tf32(not ieee)
+        reasons.append("fp32 without TF32" if ieee else "TF32 allowed outside autocast")
 
     if cfg.channels_last != "auto":
         choices["channels_last"] = cfg.channels_last == "on"
@@ -130,6 +135,19 @@ def set_memory_format(model: nn.Module, channels_last: bool) -> nn.Module:
     """Convert a model's 4-d weights in place (NHWC when ``channels_last``)."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return model.to(memory_format=fmt)  # type: ignore[call-overload,no-any-return]
+
+
+def set_tf32(allowed: bool) -> None:
+    """TF32 for CUDA convolutions and matrix products (cuDNN allows it by default): an
+    fp32 run (``--amp off``) turns it off, so a GPU run computes in the precision of
+    the CPU runs it may be compared with."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
+        conv.fp32_precision = "tf32" if allowed else "ieee"
+        torch.backends.cuda.matmul.fp32_precision = "tf32" if allowed else "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = allowed
+        torch.backends.cuda.matmul.allow_tf32 = allowed
 
 
 def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager[Any]:

@@ -212,6 +212,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     a("--warmup-iters", type=int)
     a("--label-smoothing", type=float)
     a(
+        "--logit-scale",
+        type=float,
+        help="the training loss sees the logits times this (a softmax temperature; "
+        "predictions are unchanged; default 1)",
+    )
+    a(
         "--lookahead",
         type=int,
         metavar="N",
