@@ -94,8 +94,8 @@ def test_speed_choices_are_logged_and_switchable() -> None:
 def test_amp_off_on_cuda_is_ieee_fp32() -> None:
     """cuDNN convolutions default to TF32 on CUDA; an fp32 run (``--amp off``) turns it off
     so that it computes as the CPU runs it is compared with, and bf16 runs leave it on.
-    The flags are plain settings, so this runs without a GPU (channels_last and compile
-    are forced, so nothing touches the device)."""
+    A resumed run takes its choices from the checkpoint, not from ``choose``: ``apply``
+    makes them in both cases. The flags are plain settings, so this runs without a GPU."""
     from resnetlab.models import create_model
     from resnetlab.training import speed
 
@@ -106,11 +106,15 @@ def test_amp_off_on_cuda_is_ieee_fp32() -> None:
     try:
         for amp, precision, words in (("off", "ieee", "without TF32"), ("auto", "tf32", "TF32")):
             cfg = TrainConfig(iters=10, amp=amp, channels_last="off", compile="off")
-            speed.choose(cfg, model, cuda, 32, 3, lines.append)
+            choices = speed.choose(cfg, model, cuda, 32, 3, lines.append)
+            assert words in lines[-1]
+            speed.apply(model, cuda, choices)
             assert conv.fp32_precision == precision, amp
             assert torch.backends.cuda.matmul.fp32_precision == precision, amp
-            assert words in lines[-1]
         assert "amp bf16" in lines[-1] and "amp off" in lines[0]
+        resumed = {"amp": "off", "channels_last": False}  # as a checkpoint holds them
+        speed.apply(model, cuda, resumed)
+        assert conv.fp32_precision == "ieee"
     finally:
         conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = before
 

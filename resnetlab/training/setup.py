@@ -229,8 +229,7 @@ def prepare(cfg: TrainConfig, resume: bool, bundle: Any) -> Run:
         else:
             choices = agreed_speed_choices(cfg, model, device, bundle.image_size,
                                            bundle.in_channels, dist_info, progress.info)  # fmt: skip
-        if choices["channels_last"]:
-            speed.set_memory_format(model, True)
+        speed.apply(model, device, choices)
 
         def loader(split: Any, train: bool) -> Any:
             if split is None:

@@ -58,9 +58,8 @@ def choose(
     else:
         choices["amp"] = cfg.amp
     if device.type == "cuda":
-        ieee = choices["amp"] == "off"
-        set_tf32(not ieee)
-        reasons.append("fp32 without TF32" if ieee else "TF32 allowed outside autocast")
+        off = choices["amp"] == "off"
+        reasons.append("fp32 without TF32" if off else "TF32 allowed outside autocast")
 
     if cfg.channels_last != "auto":
         choices["channels_last"] = cfg.channels_last == "on"
@@ -135,6 +134,15 @@ def set_memory_format(model: nn.Module, channels_last: bool) -> nn.Module:
     """Convert a model's 4-d weights in place (NHWC when ``channels_last``)."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return model.to(memory_format=fmt)  # type: ignore[call-overload,no-any-return]
+
+
+def apply(model: nn.Module, device: torch.device, choices: dict[str, Any]) -> None:
+    """Make the choices that live in the process and the model, on every start: a
+    resumed run reads its choices from the checkpoint, and needs them made again."""
+    if device.type == "cuda":
+        set_tf32(choices["amp"] != "off")
+    if choices["channels_last"]:
+        set_memory_format(model, True)
 
 
 def set_tf32(allowed: bool) -> None:
