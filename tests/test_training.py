@@ -121,7 +121,7 @@ def test_amp_off_on_cuda_is_ieee_fp32() -> None:
 
 def test_logit_scale_is_a_temperature_of_the_training_loss_only() -> None:
     from resnetlab.cli import build_parser
-    from resnetlab.training.setup import ScaledCrossEntropy
+    from resnetlab.training.step import ScaledCrossEntropy
     from resnetlab.training.train_command import new_run_config
 
     logits, target = torch.randn(8, 10), torch.arange(8)

@@ -80,14 +80,12 @@ def write_run_config(
 def accelerator_info(device: torch.device) -> dict[str, Any] | None:
     """The GPU a run computes on (None on the CPU), with the precision of its fp32
     convolutions: ``ieee`` (``--amp off``) or ``tf32``."""
+    from resnetlab.training.speed import tf32_allowed
+
     if device.type != "cuda":
         return None
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    if conv is not None and hasattr(conv, "fp32_precision"):
-        ieee = conv.fp32_precision == "ieee"
-    else:
-        ieee = not torch.backends.cudnn.allow_tf32
-    return {"name": torch.cuda.get_device_name(device), "conv_fp32": "ieee" if ieee else "tf32"}
+    precision = "tf32" if tf32_allowed() else "ieee"
+    return {"name": torch.cuda.get_device_name(device), "conv_fp32": precision}
 
 
 _MACHINE_KEYS = ("torch", "cpu", "accelerator")

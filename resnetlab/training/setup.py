@@ -21,7 +21,7 @@ from torch import nn
 from resnetlab.data.preprocess import Preprocessing
 from resnetlab.errors import ResnetlabError, TrainingDiverged
 from resnetlab.models import ResNet, ResNetConfig, model_config
-from resnetlab.training import speed
+from resnetlab.training import speed, step
 from resnetlab.training.checkpoint import load_checkpoint, save_checkpoint
 from resnetlab.training.config import TrainConfig
 from resnetlab.training.distributed import DistInfo, broadcast_object, init_distributed
@@ -119,19 +119,6 @@ class Run:
         if self.dist.is_main:
             meta = {**self.meta, "metrics": row or {}}
             save_checkpoint(path, self.state.state_dict(), self.model_config, meta)
-
-
-class ScaledCrossEntropy(nn.CrossEntropyLoss):
-    """Cross-entropy of the logits times a constant: a softmax temperature for the
-    training loss only. Predictions (the argmax) are unchanged, so evaluation ignores it;
-    the model is the paper's, unscaled."""
-
-    def __init__(self, scale: float = 1.0, label_smoothing: float = 0.0) -> None:
-        super().__init__(label_smoothing=label_smoothing)
-        self.scale = scale
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return super().forward(logits * self.scale if self.scale != 1.0 else logits, target)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -303,7 +290,7 @@ def prepare(cfg: TrainConfig, resume: bool, bundle: Any) -> Run:
         model_config=mcfg.to_dict(),
         train_model=train_model,
         autocast=speed.autocast_context(device, choices["amp"]),
-        criterion=ScaledCrossEntropy(cfg.logit_scale, cfg.label_smoothing),
+        criterion=step.ScaledCrossEntropy(cfg.logit_scale, cfg.label_smoothing),
         progress=progress,
         metrics=metrics,
         frozen=frozen,

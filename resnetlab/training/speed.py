@@ -158,6 +158,14 @@ def set_tf32(allowed: bool) -> None:
         torch.backends.cuda.matmul.allow_tf32 = allowed
 
 
+def tf32_allowed() -> bool:
+    """Whether CUDA convolutions may use TF32 now (what ``set_tf32`` last made)."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
+        return bool(conv.fp32_precision != "ieee")
+    return bool(torch.backends.cudnn.allow_tf32)
+
+
 def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager[Any]:
     if amp == "off":
         return contextlib.nullcontext()

@@ -9,6 +9,19 @@ import torch
 from torch import nn
 
 
+class ScaledCrossEntropy(nn.CrossEntropyLoss):
+    """Cross-entropy of the logits times a constant: a softmax temperature for the
+    training loss only. Predictions (the argmax) are unchanged, so evaluation ignores it;
+    the model is the paper's, unscaled."""
+
+    def __init__(self, scale: float = 1.0, label_smoothing: float = 0.0) -> None:
+        super().__init__(label_smoothing=label_smoothing)
+        self.scale = scale
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return super().forward(logits * self.scale if self.scale != 1.0 else logits, target)
+
+
 def train_step(
     train_model: nn.Module,
     optimizer: torch.optim.Optimizer,
