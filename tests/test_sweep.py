@@ -36,7 +36,7 @@ def test_a_sweep_trains_each_variant_and_seed_then_reuses_them(
     for name in runs:  # each an ordinary run folder with its own flags
         cfg = json.loads((out / name / "config.json").read_text())["train"]
         assert cfg["seed"] == int(name[-1])
-        assert cfg["label_smoothing"] == (0.0 if name.startswith("ls0") else 0.2)
+        assert cfg["label_smoothing"] == (0.0 if name.startswith("ls0") else 0.1)
         assert (out / name / "results.json").is_file() and (out / "logs" / f"{name}.log").is_file()
     record = json.loads((out / "sweep.json").read_text())
     assert [r["folder"] for r in record["runs"]] == runs
@@ -58,6 +58,18 @@ def test_a_sweep_trains_each_variant_and_seed_then_reuses_them(
     changed = sweep(out, tiny_dataset, "base=", "ls0=--label-smoothing 0.1", seeds=seeds)
     assert changed.returncode == 2 and changed.stderr.count("\n") == 1, changed.stderr
     assert "ls0-seed0 was trained with other flags" in changed.stderr
+
+    # the same flags, but the recipe's defaults have changed since base-seed3 was trained
+    config = out / "base-seed3" / "config.json"
+    doc = json.loads(config.read_text())
+    doc["train"]["label_smoothing"] = 0.25
+    config.write_text(json.dumps(doc))
+    moved = sweep(out, tiny_dataset, "base=", "ls0=--label-smoothing 0", seeds=seeds)
+    assert moved.returncode == 2 and moved.stderr.count("\n") == 1, moved.stderr
+    assert (
+        "base-seed3 was trained with the same flags but another setting "
+        "(label_smoothing 0.25 -> 0.1; has the recipe changed since?)" in moved.stderr
+    )
 
 
 @pytest.mark.parametrize(

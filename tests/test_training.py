@@ -55,6 +55,14 @@ def test_fast_recipe_warmup_then_linear_decay() -> None:
     assert cfg.flip == "alternate" and build_config("paper", "resnet20", {}).flip == "random"
 
 
+def test_fast_long_keeps_the_setting_it_was_measured_with() -> None:
+    """fast-long derives from fast; later changes to fast must not move its figure."""
+    fast, long = build_config("fast", "resnet20", {}), build_config("fast-long", "resnet20", {})
+    assert (fast.lr, fast.label_smoothing, fast.lookahead, fast.pad) == (0.3, 0.1, 5, 1)
+    assert (long.lr, long.label_smoothing, long.lookahead, long.pad) == (0.2, 0.2, 0, 2)
+    assert (long.iters, long.warmup_iters, long.flip) == (6000, 360, "alternate")
+
+
 def test_paper_short_recipe_is_the_paper_optimiser_with_warmup_and_decay() -> None:
     cfg = build_config("paper-short", "resnet56", {"iters": 1500})
     assert (cfg.batch_size, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.val_size) == (

@@ -30,7 +30,7 @@ from typing import Any
 
 from resnetlab.atomic import write_text_atomic
 from resnetlab.errors import ResnetlabError
-from resnetlab.training.config import TrainConfig
+from resnetlab.training.config import TrainConfig, setting_differences
 from resnetlab.training.run_folder import RunFolder
 
 PAPER_ITERS = 64_000
@@ -144,46 +144,13 @@ def _train_config(args: argparse.Namespace, spec: RunSpec, pool: Path) -> TrainC
     return build_config(args.recipe, spec.model, overrides)
 
 
-# What makes two runs one setting; the rest (output folder, device, threads, speed
-# settings, logging) may differ between an interrupted run and its resumption. The
-# process layout is part of it: each process normalises BN over its own batch/procs
-# images (launch.py), so procs changes what BN sees.
-_RECIPE_FIELDS = (
-    "model", "data", "recipe", "shortcut", "zero_init_residual", "iters", "batch_size",
-    "lr", "momentum", "nesterov", "weight_decay", "schedule", "milestones", "lr_decay",
-    "warmup", "warmup_iters", "label_smoothing", "logit_scale", "accum_steps", "procs",
-    "sync_bn", "val_size", "normalize", "augment", "eval_every", "eval_points", "tta_flip",
-    "tta_shift", "pad", "flip", "norm_weight_decay", "lookahead", "stem_init", "seed",
-)  # fmt: skip
-
-
-def _same(key: str, saved: Any, wanted: Any) -> bool:
-    if key == "data" and saved != wanted:  # the same folder, written another way
-        a, b = Path(str(saved)), Path(str(wanted))
-        return a.exists() and b.exists() and a.resolve() == b.resolve()
-    return bool(saved == wanted)
-
-
-def _difference(key: str, saved: TrainConfig, cfg: TrainConfig) -> str:
-    text = f"{key} {getattr(saved, key)!r} -> {getattr(cfg, key)!r}"
-    if key == "procs":
-        per = [c.batch_size // (max(c.procs, 1) * c.accum_steps) for c in (saved, cfg)]
-        text += f", BN over {per[0]} -> {per[1]} images per process"
-    return text
-
-
 def _check_same_recipe(folder: RunFolder, cfg: TrainConfig) -> None:
     """Refuse to reuse or resume a run trained with another setting: recipe, length,
     seed, evaluation points or process layout. A config written before ``procs``
     existed gives its recorded world size instead (TrainConfig.load)."""
     if not folder.config.exists():
         return
-    saved = TrainConfig.load(folder.config)
-    diffs = [
-        _difference(k, saved, cfg)
-        for k in _RECIPE_FIELDS
-        if not _same(k, getattr(saved, k), getattr(cfg, k))
-    ]
+    diffs = setting_differences(TrainConfig.load(folder.config), cfg)
     if diffs:
         raise ResnetlabError(
             f"{folder.path} holds a run with other settings ({'; '.join(diffs)}); "

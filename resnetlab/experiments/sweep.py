@@ -10,8 +10,9 @@ spread and per-seed scores of each variant beside the first one's:
     OUT/VARIANT-seedS/   the runs          OUT/logs/   each run's output
     OUT/sweep.json       flags and scores  OUT/sweep.md, OUT/sweep.png   the comparison
 
-A finished run is reused when its recorded flags are the ones asked for now, so the
-same command continues a stopped sweep; an unfinished run is resumed.
+A finished run is reused when its recorded flags are the ones asked for now and they
+still mean the same setting (a recipe's defaults may have changed since), so the same
+command continues a stopped sweep; an unfinished run is resumed.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any, NoReturn
 
 from resnetlab.atomic import write_text_atomic
 from resnetlab.errors import ResnetlabError
+from resnetlab.training.config import TrainConfig, setting_differences
 from resnetlab.training.run_folder import RunFolder
 
 # set by the sweep for each run, so not accepted among the flags it is given
@@ -54,6 +56,7 @@ class Job:
     split: str = ""
     seconds: float | None = None
     status: str = "pending"  # pending | reused | finished | failed: ... | stopped
+    config: TrainConfig | None = None  # the setting its flags mean today
 
     @property
     def label(self) -> str:
@@ -80,9 +83,12 @@ def parse_variant(text: str) -> Variant:
         raise ResnetlabError(f"--variant {name}: {e}") from None
 
 
-def check_flags(variant: Variant, common: list[str], seed: int, out: Path) -> list[str]:
+def check_flags(
+    variant: Variant, common: list[str], seed: int, out: Path
+) -> tuple[list[str], TrainConfig]:
     """The variant's full train flags, checked as ``train`` would check them (parser,
-    recipe, model, values), so a bad flag stops the sweep before its first run."""
+    recipe, model, values), so a bad flag stops the sweep before its first run; and the
+    config they make."""
     from resnetlab.training.train_command import add_train_arguments, new_run_config
 
     given = [*common, *variant.flags]
@@ -93,10 +99,11 @@ def check_flags(variant: Variant, common: list[str], seed: int, out: Path) -> li
     parser = _TrainArgs(prog="resnetlab train")
     add_train_arguments(parser)
     try:
-        new_run_config(parser.parse_args(argv)).validate()
+        cfg = new_run_config(parser.parse_args(argv))
+        cfg.validate()
     except ResnetlabError as e:
         raise ResnetlabError(f"variant {variant.name}: {e}") from None
-    return argv
+    return argv, cfg
 
 
 def plan(args: argparse.Namespace) -> list[Job]:
@@ -116,7 +123,8 @@ def plan(args: argparse.Namespace) -> list[Job]:
     for v in variants:
         for seed in args.seeds:
             folder = out / f"{v.name}-seed{seed}"
-            jobs.append(Job(v, seed, folder, check_flags(v, common, seed, folder)))
+            argv, cfg = check_flags(v, common, seed, folder)
+            jobs.append(Job(v, seed, folder, argv, config=cfg))
     return jobs
 
 
@@ -133,7 +141,8 @@ def _recorded(out: Path) -> dict[str, list[str]]:
 
 
 def check_reuse(jobs: list[Job], out: Path) -> None:
-    """A folder that already holds a run must be this job's: same flags as recorded."""
+    """A folder that already holds a run must be this job's: same flags as recorded,
+    and the same setting as they make now."""
     recorded = _recorded(out)
     for job in jobs:
         if not RunFolder(job.folder).holds_run():
@@ -148,6 +157,14 @@ def check_reuse(jobs: list[Job], out: Path) -> None:
             raise ResnetlabError(
                 f"{job.folder} was trained with other flags ({shlex.join(before)}); "
                 "remove it or give the variant another name"
+            )
+        saved = RunFolder(job.folder).config
+        diffs = setting_differences(TrainConfig.load(saved), job.config) if job.config else []
+        if diffs:
+            raise ResnetlabError(
+                f"{job.folder} was trained with the same flags but another setting "
+                f"({'; '.join(diffs)}; has the recipe changed since?); "
+                "remove it or choose another --out"
             )
 
 
@@ -407,7 +424,7 @@ def register(sub: Any) -> None:
         description="Train each --variant with each of --seeds (resnetlab train runs, "
         "flags after -- shared by all) and compare their means. Example: resnetlab sweep "
         "--out runs/sweep-ls --seeds 0 1 2 --variant base= --variant "
-        "'ls01=--label-smoothing 0.1' -- --model resnet20 --data cifar10 --recipe fast",
+        "'ls02=--label-smoothing 0.2' -- --model resnet20 --data cifar10 --recipe fast",
     )
     p.add_argument("--out", required=True, help="the sweep's folder (runs, logs, report)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -216,3 +216,44 @@ class TrainConfig:
                 passed = False
             if not passed:
                 raise ResnetlabError(msg)
+
+
+# What makes two runs one setting; the rest (output folder, device, threads, speed
+# settings, logging) may differ between an interrupted run and its resumption. The
+# process layout is part of it: each process normalises BN over its own batch/procs
+# images (launch.py), so procs changes what BN sees.
+SETTING_FIELDS = (
+    "model", "data", "recipe", "shortcut", "zero_init_residual", "iters", "batch_size",
+    "lr", "momentum", "nesterov", "weight_decay", "schedule", "milestones", "lr_decay",
+    "warmup", "warmup_iters", "label_smoothing", "logit_scale", "accum_steps", "procs",
+    "sync_bn", "val_size", "normalize", "augment", "eval_every", "eval_points", "tta_flip",
+    "tta_shift", "pad", "flip", "norm_weight_decay", "lookahead", "stem_init", "seed",
+)  # fmt: skip
+
+
+def setting_differences(saved: TrainConfig, wanted: TrainConfig) -> list[str]:
+    """'field saved -> wanted' for each setting field in which a trained run (``saved``)
+    differs from the one asked for. A recipe's defaults can change between versions, so
+    the same flags do not always mean the same setting. ``procs`` 0 (auto: chosen at
+    launch) matches any saved layout."""
+    diffs = []
+    for key in SETTING_FIELDS:
+        old, new = getattr(saved, key), getattr(wanted, key)
+        if (
+            old == new
+            or (key == "procs" and new == 0)
+            or (key == "data" and _same_folder(old, new))
+        ):
+            continue
+        text = f"{key} {old!r} -> {new!r}"
+        if key == "procs":
+            per = [c.batch_size // (max(c.procs, 1) * c.accum_steps) for c in (saved, wanted)]
+            text += f", BN over {per[0]} -> {per[1]} images per process"
+        diffs.append(text)
+    return diffs
+
+
+def _same_folder(a: str, b: str) -> bool:
+    """The same data folder, written another way."""
+    pa, pb = Path(str(a)), Path(str(b))
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
